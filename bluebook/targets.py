@@ -1,0 +1,356 @@
+"""Target hidden states v* (a.k.a. z): algorithms.md §1, optimised for a whole batch at once.
+
+The loss is the reference one: mean target NLL over the context-prefixed rewriting prompts,
+``kl_factor · KL(P_cur ‖ P_init)`` on "{subject} is a" at the subject's last token, and
+``weight_decay · ‖δ‖ / ‖h‖²``; Adam on δ, norm clamp after each step, early stop at loss < 0.05.
+
+Speed without changing the math: δ is added to block ``l``'s output at the subject's last token,
+so (causal attention) every position before it is the same at every step. Those positions are run
+once and kept as a KV cache; each step runs only the remaining positions, with δ injected at the
+first of them, and computes logits only where the loss reads them. All requests of a batch share
+one forward/backward pass; each has its own early stop, clamp and Adam moments, so the result is
+what optimising each request alone gives (tests check this against a plain re-implementation).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import TargetConfig
+from .data import EditRequest
+from .hooks import edit_output
+from .specs import spec_for, num_layers, check_layers
+from .templates import flatten, validate
+from .tokens import subject_last_index
+
+_BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+
+
+@dataclass
+class TargetResult:
+    """v* for a batch at one layer. Tensors are ``(n, d)``; traces are per request, per iteration."""
+    layer: int
+    z: torch.Tensor
+    delta: torch.Tensor
+    h0: torch.Tensor
+    steps: list[int]                  # optimisation steps counted as algorithms.md §10.4
+    loss: list[list[float]] = field(default_factory=list)
+    nll: list[list[float]] = field(default_factory=list)
+    kl: list[list[float]] = field(default_factory=list)
+    wd: list[list[float]] = field(default_factory=list)
+    prob: list[list[float]] = field(default_factory=list)   # mean over prompts of exp(-mean token NLL)
+
+    @property
+    def final_loss(self) -> list[float]:
+        return [t[-1] for t in self.loss]
+
+    @property
+    def final_prob(self) -> list[float]:
+        return [t[-1] for t in self.prob]
+
+
+@dataclass
+class _Rows:
+    ids: list[list[int]]
+    idx: list[int]
+    req: list[int]
+    kind: list[str]          # "rw" or "kl"
+    label_pos: list[list[int]]
+    labels: list[list[int]]
+    first_row: list[int]     # per request: its bare-template rewriting row (gives h0)
+
+
+def target_token_ids(tok, req: EditRequest) -> list[int]:
+    ids = tok(req.new_text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"target_new {req.target_new!r} (case_id={req.case_id}) tokenizes to nothing")
+    return list(ids)
+
+
+def _build_rows(tok, requests, templates, kl_prompt: str) -> _Rows:
+    flat = flatten(templates)
+    rows = _Rows([], [], [], [], [], [], [])
+    for j, r in enumerate(requests):
+        tids = target_token_ids(tok, r)
+        T = len(tids)
+        tail = tok.decode(tids[:-1]) if T > 1 else ""
+        rows.first_row.append(len(rows.ids))
+        for c in flat:
+            tmpl = c.replace("{}", r.prompt) + tail
+            idx = subject_last_index(tok, tmpl, r.subject)
+            ids = tok(tmpl.replace("{}", r.subject))["input_ids"]
+            n = len(ids)
+            if not (0 <= idx < n - T + 1):
+                raise ValueError(f"subject {r.subject!r} last token index {idx} falls outside prompt "
+                                 f"{tmpl!r} (case_id={r.case_id})")
+            rows.ids.append(list(ids)); rows.idx.append(idx); rows.req.append(j); rows.kind.append("rw")
+            rows.label_pos.append(list(range(n - T, n))); rows.labels.append(tids)
+        tmpl = kl_prompt
+        idx = subject_last_index(tok, tmpl, r.subject)
+        ids = tok(tmpl.replace("{}", r.subject))["input_ids"]
+        rows.ids.append(list(ids)); rows.idx.append(idx); rows.req.append(j); rows.kind.append("kl")
+        rows.label_pos.append([idx]); rows.labels.append([])
+    return rows
+
+
+def _base_and_head(model):
+    base = model.base_model
+    head = model.get_output_embeddings()
+    return base, head
+
+
+def _cache_kwarg(base) -> str:
+    """transformers renamed ``past_key_values`` to ``cache`` in late 5.x; support both."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    c = getattr(out, "cache", None)
+    return c if c is not None else getattr(out, "past_key_values")
+
+
+class _PrefixCache:
+    """KV cache of every row's positions before the subject's last token, plus its suffix tokens.
+
+    Prefixes are run once (no grad) in groups of equal length, so no compute goes to padding, and
+    stored left-padded to a common length with zero keys/values at the pads (masked out anyway).
+    Suffixes are grouped by exact length, so each optimisation step runs no padding either.
+    """
+
+    def __init__(self, model, rows: _Rows, pad_id: int, device):
+        R = len(rows.ids)
+        self.P = P = max(rows.idx)
+        self.device = device
+        base = model.base_model
+        self.cache_kw = _cache_kwarg(base)
+        self.kv = None
+        pmask = torch.zeros((R, P), dtype=torch.long)
+        for r, i in enumerate(rows.idx):
+            if i > 0:
+                pmask[r, P - i:] = 1
+        if P > 0:
+            # Rows sorted by prefix length, run in chunks right-padded to the chunk's longest prefix:
+            # causal attention keeps real positions blind to the pads after them, so no mask is needed.
+            order = sorted((r for r in range(R) if rows.idx[r] > 0), key=lambda r: rows.idx[r])
+            kv = None
+            for c0 in range(0, len(order), 64):
+                rs = order[c0:c0 + 64]
+                Lg = rows.idx[rs[-1]]
+                ids = torch.full((len(rs), Lg), pad_id, dtype=torch.long)
+                for q, r in enumerate(rs):
+                    ids[q, :rows.idx[r]] = torch.tensor(rows.ids[r][:rows.idx[r]])
+                pos = torch.arange(Lg, device=device).expand(len(rs), Lg)
+                with torch.no_grad():
+                    out = base(input_ids=ids.to(device), position_ids=pos, use_cache=True)
+                layers = _returned_cache(out).layers
+                if kv is None:
+                    kv = []
+                    for layer in layers:
+                        k = layer.keys
+                        shape = (R, k.shape[1], P, k.shape[3])
+                        kv.append((torch.zeros(shape, dtype=k.dtype, device=device),
+                                   torch.zeros(shape, dtype=layer.values.dtype, device=device)))
+                by_len: dict[int, list[int]] = {}
+                for q, r in enumerate(rs):
+                    by_len.setdefault(rows.idx[r], []).append(q)
+                for i, qs in by_len.items():
+                    src = torch.tensor(qs, device=device)
+                    dst = torch.tensor([rs[q] for q in qs], device=device)
+                    for (K, V), layer in zip(kv, layers):
+                        K[dst, :, P - i:] = layer.keys[src, :, :i]
+                        V[dst, :, P - i:] = layer.values[src, :, :i]
+            self.kv = kv
+        self.pmask = pmask.to(device)
+        # suffix groups of equal length
+        self.groups: dict[int, list[int]] = {}
+        for r, (ids, i) in enumerate(zip(rows.ids, rows.idx)):
+            self.groups.setdefault(len(ids) - i, []).append(r)
+        self.suf = {s: torch.tensor([rows.ids[r][rows.idx[r]:] for r in rs], device=device)
+                    for s, rs in self.groups.items()}
+        self.spos = {s: torch.tensor([[rows.idx[r] + q for q in range(s)] for r in rs], device=device)
+                     for s, rs in self.groups.items()}
+        self.rows_t = {s: torch.tensor(rs, device=device) for s, rs in self.groups.items()}
+
+    def forward(self, model, s: int, sel: torch.Tensor):
+        """Run suffix group ``s`` restricted to positions ``sel`` (indices into the group)."""
+        rows = self.rows_t[s][sel]
+        mask = torch.cat([self.pmask[rows], torch.ones((rows.numel(), s), dtype=torch.long,
+                                                        device=self.device)], 1)
+        kw = {}
+        if self.kv is not None:
+            from transformers import DynamicCache
+            kw[self.cache_kw] = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in self.kv],
+                                             config=model.config)
+        out = model.base_model(input_ids=self.suf[s][sel], attention_mask=mask,
+                               position_ids=self.spos[s][sel], use_cache=True, **kw)
+        return out.last_hidden_state
+
+
+def optimize_targets(model, tok, requests: list[EditRequest], layer: int, cfg: TargetConfig | None = None,
+                     templates=(("{}",),), *, batch_size: int = 64, progress: bool = True,
+                     loss_layer: int | None = None) -> TargetResult:
+    """Optimise v* at block ``layer`` for every request (batched; same result as one by one).
+
+    ``templates`` are the context-template groups (``bluebook.templates.context_templates``).
+    Requests are processed in chunks of ``batch_size``. Returns a :class:`TargetResult`.
+    """
+    cfg = cfg or TargetConfig()
+    if not requests:
+        raise ValueError("requests is empty: nothing to optimise")
+    layer = check_layers(model, [layer], field="layer")[0]
+    if loss_layer is not None and loss_layer != num_layers(model) - 1:
+        raise NotImplementedError("only the final layer's logits are supported as the loss layer "
+                                  "(the reference's v_loss_layer is always the last block)")
+    templates = validate(templates)
+    parts = [_optimize_chunk(model, tok, requests[s:s + batch_size], layer, cfg, templates, progress)
+             for s in range(0, len(requests), batch_size)]
+    if len(parts) == 1:
+        return parts[0]
+    cat = lambda name: torch.cat([getattr(p, name) for p in parts], 0)
+    join = lambda name: [x for p in parts for x in getattr(p, name)]
+    return TargetResult(layer, cat("z"), cat("delta"), cat("h0"), join("steps"), join("loss"), join("nll"),
+                        join("kl"), join("wd"), join("prob"))
+
+
+def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, progress) -> TargetResult:
+    device = next(model.parameters()).device
+    rows = _build_rows(tok, requests, templates, cfg.kl_prompt)
+    n, R = len(requests), len(rows.ids)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    cache = _PrefixCache(model, rows, pad_id, device)
+    _, head = _base_and_head(model)
+    block = spec_for(model).block_name(layer)
+
+    # Flat index tensors over every logit the loss reads ("entries"), built once.
+    n_rw = [0] * n
+    for j, k in zip(rows.req, rows.kind):
+        n_rw[j] += k == "rw"
+    e_row, e_pos, e_lab, e_w, e_wt = [], [], [], [], []
+    kl_rows = [0] * n
+    for r in range(R):
+        j = rows.req[r]
+        if rows.kind[r] == "rw":
+            T = len(rows.labels[r])
+            for p, lab in zip(rows.label_pos[r], rows.labels[r]):
+                e_row.append(r); e_pos.append(p - rows.idx[r]); e_lab.append(lab); e_w.append(1.0 / (T * n_rw[j]))
+                e_wt.append(1.0 / T)
+        else:
+            kl_rows[j] = r
+    t = lambda x, dt=torch.long: torch.tensor(x, dtype=dt, device=device)
+    e_row, e_pos, e_lab = t(e_row), t(e_pos), t(e_lab)
+    e_w, e_wt = t(e_w, torch.float32), t(e_wt, torch.float32)
+    row_req = t(rows.req)
+    e_req = row_req[e_row]
+    kl_rows = t(kl_rows)
+    first_rows = t(rows.first_row)
+    rw_per_row = torch.tensor([1.0 / n_rw[j] if k == "rw" else 0.0 for j, k in zip(rows.req, rows.kind)],
+                              device=device)
+
+    d = model.get_input_embeddings().weight.shape[1]
+    delta = torch.zeros(n, d, device=device, dtype=torch.float32)
+    m_adam = torch.zeros_like(delta)
+    v_adam = torch.zeros_like(delta)
+    h0 = torch.zeros(n, d, device=device, dtype=torch.float32)
+    kl_init = None
+    steps: list[int | None] = [None] * n
+    traces = {k: [[] for _ in range(n)] for k in ("loss", "nll", "kl", "wd", "prob")}
+    active = torch.arange(n, device=device)
+
+    bar = tqdm(total=cfg.steps, desc=f"v* @ layer {layer} ({n} requests)", disable=not progress, leave=False)
+    try:
+        for it in range(cfg.steps):
+            if active.numel() == 0:
+                break
+            is_active = torch.zeros(n, dtype=torch.bool, device=device)
+            is_active[active] = True
+            local_req = torch.full((n,), -1, dtype=torch.long, device=device)
+            local_req[active] = torch.arange(active.numel(), device=device)
+            d_act = delta[active].clone().requires_grad_(True)
+            first_pass = it == 0
+            # run each suffix-length group; collect the hidden states of the rows into one (R_a, S_max, d)
+            hs_parts, hs_rows = [], []
+            for slen, grp in cache.rows_t.items():
+                sel = torch.nonzero(is_active[row_req[grp]]).squeeze(1)
+                if sel.numel() == 0:
+                    continue
+                g_rows = grp[sel]
+                owner = local_req[row_req[g_rows]]
+
+                def inject(h, d_act=d_act, owner=owner, g_rows=g_rows, first_pass=first_pass):
+                    if first_pass:   # δ = 0 here: h at the subject's last token of the bare prompt is h0
+                        is_first = first_rows[row_req[g_rows]] == g_rows
+                        h0[row_req[g_rows][is_first]] = h[is_first, 0].detach().float()
+                    return torch.cat([h[:, :1] + d_act[owner].to(h.dtype)[:, None, :], h[:, 1:]], 1)
+
+                with edit_output(model, block, inject):
+                    hs_g = cache.forward(model, slen, sel)
+                hs_parts.append(hs_g)
+                hs_rows.append(g_rows)
+            S_max = max(h.shape[1] for h in hs_parts)
+            hs = torch.cat([F.pad(h, (0, 0, 0, S_max - h.shape[1])) for h in hs_parts], 0)
+            order = torch.cat(hs_rows)
+            local_row = torch.full((R,), -1, dtype=torch.long, device=device)
+            local_row[order] = torch.arange(order.numel(), device=device)
+            row_sel = order
+            em = is_active[e_req]
+            er, ep, el, ew, ewt, eq = e_row[em], e_pos[em], e_lab[em], e_w[em], e_wt[em], e_req[em]
+            kr = kl_rows[active]
+            sel = torch.cat([hs[local_row[er], ep], hs[local_row[kr], 0]], 0)
+            logp = F.log_softmax(head(sel).float(), -1)
+            n_e = er.numel()
+            lp = logp[:n_e].gather(1, el[:, None]).squeeze(1)
+            na = active.numel()
+            nll = torch.zeros(na, device=device).index_add(0, local_req[eq], -lp * ew)
+            # per-row mean token NLL -> "avg prob" = mean over prompts of exp(-row NLL)
+            row_nll = torch.zeros(R, device=device).index_add(0, er, (-lp * ewt).detach())
+            prob = torch.zeros(na, device=device).index_add(
+                0, local_req[row_req[row_sel]], torch.exp(-row_nll[row_sel]) * rw_per_row[row_sel])
+            cur = logp[n_e:]
+            if first_pass:
+                kl_init = cur.detach().clone()      # (n, V): all requests are active at iteration 0
+            ref = kl_init[active]
+            kl = cfg.kl_factor * (cur.exp() * (cur - ref)).sum(1)
+            wd = cfg.weight_decay * d_act.norm(dim=1) / h0[active].norm(dim=1).pow(2)
+            loss = nll + kl + wd
+
+            vals = torch.stack([loss, nll, kl, wd, prob]).detach().cpu().tolist()
+            act_list = active.tolist()
+            for a, j in enumerate(act_list):
+                for key, row in zip(("loss", "nll", "kl", "wd", "prob"), vals):
+                    traces[key][j].append(row[a])
+            keep = []
+            for a, j in enumerate(act_list):
+                if vals[0][a] < cfg.early_stop:
+                    steps[j] = it
+                elif it == cfg.steps - 1:
+                    steps[j] = cfg.steps
+                else:
+                    keep.append(a)
+            if keep:
+                keep_t = torch.tensor(keep, device=device)
+                grad, = torch.autograd.grad(loss[keep_t].sum(), d_act)
+                g = grad[keep_t].float()
+                jj = active[keep_t]
+                tt = it + 1
+                m_adam[jj] = _BETA1 * m_adam[jj] + (1 - _BETA1) * g
+                v_adam[jj] = _BETA2 * v_adam[jj] + (1 - _BETA2) * g * g
+                step_size = cfg.lr / (1 - _BETA1 ** tt)
+                denom = v_adam[jj].sqrt() / (1 - _BETA2 ** tt) ** 0.5 + _EPS
+                new = delta[jj] - step_size * m_adam[jj] / denom
+                max_norm = cfg.clamp_norm_factor * h0[jj].norm(dim=1)
+                norm = new.norm(dim=1)
+                scale = torch.where(norm > max_norm, max_norm / norm, torch.ones_like(norm))
+                delta[jj] = new * scale[:, None]
+                active = jj
+            else:
+                active = active[:0]
+            bar.update(1)
+            bar.set_postfix(active=int(active.numel()), loss=f"{sum(vals[0]) / len(vals[0]):.3f}")
+    finally:
+        bar.close()
+    return TargetResult(layer=layer, z=(h0 + delta).detach(), delta=delta.detach(), h0=h0, steps=steps,
+                        **traces)
