@@ -204,7 +204,8 @@ def _resolve_config(model, method: Method, hparams, layers) -> EditConfig:
 
 def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, hparams=None,
          state: SequentialState | None = None, apply: bool = False, distribution=None,
-         templates=None, progress: bool = True) -> EditResult:
+         templates=None, progress: bool = True,
+         precomputed_targets: dict[int, TargetResult] | None = None) -> EditResult:
     """Compute (and optionally apply) one batch edit with a locate-then-edit method.
 
     ``method``: one of :data:`bluebook.methods.METHODS` (e.g. ``"memit"``, ``"alphaedit_blue"``).
@@ -213,6 +214,8 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     ``state``: a :class:`SequentialState` shared by the batches of one sequential run (created if
     None and returned in ``result.state``). ``apply=True`` applies the edit permanently.
     ``distribution``: override the method's residual-distribution strategy (analysis only).
+    ``precomputed_targets``: ``{layer: TargetResult}`` to reuse for the *first* target optimisation
+    (only valid when computed for the same requests on the same, unedited model; used by sweeps).
 
     The model's weights are the same on return as on entry unless ``apply=True`` — also when an
     exception is raised anywhere inside.
@@ -258,7 +261,13 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                 tl = dist.target_layer(i, plan, crit_for_plan)
                 if tl is not None:
                     t0 = time.perf_counter()
-                    tr = optimize_targets(model, tok, requests, tl, cfg.target, templates, progress=progress)
+                    if i == 0 and precomputed_targets and tl in precomputed_targets:
+                        tr = precomputed_targets[tl]
+                        if tr.z.shape[0] != len(requests):
+                            raise ValueError("precomputed_targets do not match the number of requests")
+                    else:
+                        tr = optimize_targets(model, tok, requests, tl, cfg.target, templates,
+                                              progress=progress)
                     timings["targets"] += time.perf_counter() - t0
                     targets[tl] = tr
                     Z = tr.z.T                                           # (d, n)

@@ -135,20 +135,22 @@ def alphaedit_delta(K: torch.Tensor, R: torch.Tensor, P: torch.Tensor, C_p: torc
 def rect_mask(delta: torch.Tensor, W: torch.Tensor, keep_percent: float = 40.0) -> torch.Tensor:
     """RECT: keep the ``keep_percent`` % entries of ``Δ`` with the largest relative change ``|Δ / W|``.
 
-    Returns the masked update (same shape). Threshold as the reference: the k-th smallest value
-    with ``k = ⌊numel·(100 − keep)/100⌋``; entries ``≥`` it are kept.
+    Exactly ``numel − ⌊numel·(100 − keep)/100⌋`` entries are kept (ties broken by index). The
+    reference thresholds at the k-th smallest value inclusively (``ρ ≥ kthvalue``), which keeps one
+    entry more than that; the difference is one entry in a million-entry matrix.
     """
     if delta.shape != W.shape:
         raise ValueError(f"delta{tuple(delta.shape)} and W{tuple(W.shape)} must have the same shape")
     if not 0 < keep_percent <= 100:
         raise ValueError(f"keep_percent must be in (0, 100], got {keep_percent}")
     rho = (delta / (W + 1e-8)).abs().flatten()
-    k = int(rho.numel() * (100 - keep_percent) / 100)
-    if k < 1:
+    drop = int(rho.numel() * (100 - keep_percent) / 100)
+    if drop < 1:
         return delta.clone()
-    tau = torch.kthvalue(rho.cpu(), k).values.to(rho.device)
-    mask = (rho >= tau).reshape(delta.shape)
-    return delta * mask
+    keep_idx = torch.topk(rho, rho.numel() - drop, sorted=False).indices
+    mask = torch.zeros_like(rho, dtype=torch.bool)
+    mask[keep_idx] = True
+    return delta * mask.reshape(delta.shape)
 
 
 def prune_restrain(delta: torch.Tensor, sigma_max: float) -> torch.Tensor:

@@ -2,6 +2,8 @@
 reproducibility, hook hygiene, and the layer-window heuristic."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -74,7 +76,6 @@ def reference_prob(model, tok, template, subject, target, restore, noise, n_samp
                 return h
             return fn
 
-        import contextlib
         with contextlib.ExitStack() as stack:
             stack.enter_context(edit_output(model, spec.embed, add_noise))
             for key, positions in restore.items():

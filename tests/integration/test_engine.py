@@ -1,0 +1,277 @@
+"""The edit engine on tiny random models of each family (GPT-2 Conv1D, GPT-J, Llama with BOS)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import bluebook
+from bluebook import EditRequest
+from bluebook.config import EditConfig, StatsConfig, TargetConfig
+from bluebook.hooks import hook_count, patched_weights, Trace
+from bluebook.keys import read_states
+from bluebook.specs import proj_weight, spec_for, math_weight
+from bluebook.targets import optimize_targets
+from bluebook.tokens import subject_last_index
+
+REQS = [
+    EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),
+    EditRequest("{} plays the sport of", "Michael Jordan", "soccer", "basketball", case_id=1),
+    EditRequest("The mother tongue of {} is", "Danielle Darrieux", "English", "French", case_id=2),
+]
+TEMPLATES = (("{}",), ("The day was long. {}", "Because I said so and then left. {}"))
+TCFG = TargetConfig(steps=6, lr=0.5)
+
+
+def _naive_targets(model, tok, req, layer, cfg, templates):
+    """Plain re-implementation of the reference loop: full forward, torch Adam, one request."""
+    spec = spec_for(model)
+    tids = tok(req.new_text, add_special_tokens=False)["input_ids"]
+    tail = tok.decode(tids[:-1])
+    flat = [t for g in templates for t in g]
+    tmpls = [c.replace("{}", req.prompt) + tail for c in flat] + [cfg.kl_prompt]
+    texts = [t.replace("{}", req.subject) for t in tmpls]
+    idxs = [subject_last_index(tok, t, req.subject) for t in tmpls]
+    enc = tok(texts, return_tensors="pt", padding=True)
+    lens = enc["attention_mask"].sum(1).tolist()
+    delta = torch.zeros(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd,
+                        requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    h0, kl0 = None, None
+    for it in range(cfg.steps):
+        store = {}
+
+        def hook(mod, args, out):
+            h = out[0] if isinstance(out, tuple) else out
+            if "h0" not in store:
+                store["h0"] = h[0, idxs[0]].detach().clone()
+            add = torch.zeros_like(h)
+            for r, i in enumerate(idxs):
+                add[r, i] = delta
+            h = h + add
+            return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
+        hd = model.get_submodule(spec.block_name(layer)).register_forward_hook(hook)
+        logits = model(**enc).logits
+        hd.remove()
+        if h0 is None:
+            h0 = store["h0"]
+        logp = F.log_softmax(logits.float(), -1)
+        nlls = []
+        for r in range(len(flat)):
+            T = len(tids)
+            pos = range(lens[r] - T, lens[r])
+            nlls.append(-sum(logp[r, p, t] for p, t in zip(pos, tids)) / T)
+        nll = torch.stack(nlls).mean()
+        cur = logp[len(flat), idxs[-1]]
+        if kl0 is None:
+            kl0 = cur.detach().clone()
+        kl = cfg.kl_factor * F.kl_div(kl0[None], cur[None], log_target=True, reduction="batchmean")
+        wd = cfg.weight_decay * delta.norm() / h0.norm() ** 2
+        loss = nll + kl + wd
+        if loss.item() < cfg.early_stop or it == cfg.steps - 1:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            mx = cfg.clamp_norm_factor * h0.norm()
+            if delta.norm() > mx:
+                delta[...] = delta * mx / delta.norm()
+    return h0 + delta.detach()
+
+
+def test_targets_match_plain_reference_loop(tiny):
+    model, tok = tiny
+    res = optimize_targets(model, tok, REQS, 2, TCFG, TEMPLATES, progress=False)
+    for j, r in enumerate(REQS):
+        z = _naive_targets(model, tok, r, 2, TCFG, TEMPLATES)
+        assert (res.z[j] - z).abs().max() < 1e-4
+
+
+def test_batched_targets_equal_one_by_one(tiny):
+    model, tok = tiny
+    res = optimize_targets(model, tok, REQS, 1, TCFG, TEMPLATES, progress=False)
+    for j, r in enumerate(REQS):
+        one = optimize_targets(model, tok, [r], 1, TCFG, TEMPLATES, progress=False)
+        assert (res.z[j] - one.z[0]).abs().max() < 1e-4
+        assert res.steps[j] == one.steps[0]
+    assert hook_count(model) == 0
+
+
+def test_targets_early_stop_and_traces():
+    model, tok = bluebook.tiny_model("tiny-llama")
+    cfg = TargetConfig(steps=5, lr=0.5, early_stop=1e9)      # everything stops at iteration 0
+    res = optimize_targets(model, tok, REQS, 1, cfg, TEMPLATES, progress=False)
+    assert res.steps == [0, 0, 0]
+    assert torch.equal(res.delta, torch.zeros_like(res.delta))
+    assert all(len(t) == 1 for t in res.loss)
+    cfg = TargetConfig(steps=4, lr=0.5, early_stop=-1.0)    # never stops early
+    res = optimize_targets(model, tok, REQS, 1, cfg, TEMPLATES, progress=False)
+    assert res.steps == [4, 4, 4] and all(len(t) == 4 for t in res.loss)
+
+
+def test_targets_clamp_norm():
+    model, tok = bluebook.tiny_model("tiny-gpt2")
+    cfg = TargetConfig(steps=8, lr=5.0, clamp_norm_factor=0.1, weight_decay=0.0)
+    res = optimize_targets(model, tok, REQS, 1, cfg, TEMPLATES, progress=False)
+    assert (res.delta.norm(dim=1) <= 0.1 * res.h0.norm(dim=1) * (1 + 1e-5)).all()
+
+
+def test_patched_weights_restores_bit_exactly_on_error(tiny):
+    model, tok = tiny
+    before = {l: proj_weight(model, l).detach().clone() for l in (0, 1)}
+    d = math_weight(model, 0).shape
+    with pytest.raises(RuntimeError):
+        with patched_weights(model, {0: torch.randn(d), 1: torch.randn(d)}):
+            assert not torch.equal(proj_weight(model, 0), before[0])
+            raise RuntimeError("boom")
+    for l in (0, 1):
+        assert torch.equal(proj_weight(model, l), before[l])
+
+
+def test_trace_shapes_and_no_hooks_left(tiny):
+    model, tok = tiny
+    spec = spec_for(model)
+    enc = tok(["a b c", "hello"], return_tensors="pt", padding=True)
+    with Trace(model, [spec.block_name(1), spec.proj_name(1)], inputs=True, stop_after=spec.block_name(1)) as tr:
+        out = tr.run(model, **enc)
+    assert out is None
+    assert tr.outputs[spec.block_name(1)].shape[:2] == enc["input_ids"].shape
+    assert tr.inputs[spec.proj_name(1)].shape[-1] == math_weight(model, 1).shape[1]
+    assert hook_count(model) == 0
+    with pytest.raises(ValueError):
+        with Trace(model, [spec.block_name(0)]):
+            raise ValueError("x")
+    assert hook_count(model) == 0
+
+
+def _cfg(layers, **kw):
+    return EditConfig(layers=tuple(layers), lam=kw.pop("lam", 1e-2), alpha=kw.pop("alpha", 1e-2),
+                      target=TargetConfig(steps=kw.pop("steps", 5), lr=0.5),
+                      stats=StatsConfig(n_samples=kw.pop("n", 40), max_len=64),
+                      context_templates=TEMPLATES, **kw)
+
+
+@pytest.fixture
+def tiny_llama(cache_dir):
+    return bluebook.tiny_model("tiny-llama")
+
+
+@pytest.mark.parametrize("method", ["memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue",
+                                    "prune", "prune_blue", "memit_seq", "memit_seq_blue"])
+def test_every_method_runs_and_restores(tiny_llama, method):
+    model, tok = tiny_llama
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    res = bluebook.edit(model, tok, REQS[:2], method, hparams=_cfg([0, 1, 2]), progress=False)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    expect = [0, 2] if method.endswith("_blue") else [0, 1, 2]
+    assert res.layers == expect
+    assert sorted(res.deltas) == expect
+    assert res.changed_layers() == expect
+    res.apply()
+    changed = [l for l in range(4) if not torch.equal(proj_weight(model, l), before[spec_for(model).proj_name(l) + ".weight"])]
+    assert changed == expect                     # BLUE: exactly two layers change
+    res.undo()
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+
+
+def test_one_layer_edit_with_small_lambda_writes_the_residual(cache_dir):
+    model, tok = bluebook.tiny_model("tiny-gpt2")
+    res = bluebook.edit(model, tok, REQS, "memit", hparams=_cfg([2], lam=1e-6, steps=4), progress=False)
+    K, R = res.keys[2], res.residuals[2]
+    torch.testing.assert_close(res.deltas[2] @ K, R, atol=1e-3 * R.abs().max().item(), rtol=1e-3)
+    with res:
+        st = read_states(model, tok, REQS, hidden_layers=[2])
+    z = res.targets[2].z.T
+    # keys are template averages, so the bare prompt lands close to (not exactly on) z
+    assert ((st.hidden[2] - z).norm(dim=0) / z.norm(dim=0)).max() < 5e-2
+
+
+def test_conv1d_update_is_transposed_in_storage(cache_dir):
+    model, tok = bluebook.tiny_model("tiny-gpt2")
+    res = bluebook.edit(model, tok, REQS[:1], "memit", hparams=_cfg([1]), progress=False)
+    W = proj_weight(model, 1)
+    assert W.shape == res.deltas[1].T.shape          # Conv1D stores (m, d)
+    before = W.detach().clone()
+    with res:
+        torch.testing.assert_close(proj_weight(model, 1) - before, res.deltas[1].T)
+
+
+def test_weights_restored_when_edit_fails_midway(tiny_llama, monkeypatch):
+    model, tok = tiny_llama
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    import bluebook.methods as M
+    calls = {"n": 0}
+    orig = M.solvers.memit_delta
+
+    def flaky(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("solver exploded")
+        return orig(*a, **k)
+    monkeypatch.setattr(M.solvers, "memit_delta", flaky)
+    with pytest.raises(RuntimeError, match="exploded"):
+        bluebook.edit(model, tok, REQS[:2], "memit", hparams=_cfg([0, 1, 2]), progress=False)
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    assert hook_count(model) == 0
+
+
+def test_sequential_state_accumulates_and_roundtrips(tiny_llama, tmp_path):
+    model, tok = tiny_llama
+    state = bluebook.SequentialState()
+    r1 = bluebook.edit(model, tok, REQS[:2], "alphaedit", hparams=_cfg([0, 1]), state=state, apply=True,
+                       progress=False)
+    assert state.n_batches == 1 and set(state.C_p) == {0, 1}
+    cp1 = state.C_p[0].clone()
+    bluebook.edit(model, tok, REQS[2:], "alphaedit", hparams=_cfg([0, 1]), state=state, apply=True, progress=False)
+    assert state.n_batches == 2 and not torch.equal(state.C_p[0], cp1)
+    path = state.save(tmp_path / "state.safetensors")
+    back = bluebook.SequentialState.load(path)
+    assert back.n_batches == 2 and torch.equal(back.C_p[0], state.C_p[0])
+    with pytest.raises(ValueError, match="method"):
+        bluebook.edit(model, tok, REQS[:1], "memit", hparams=_cfg([0, 1]), state=state, progress=False)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(layers=[0, 9]), "out of range"),
+    (dict(layers=[]), "empty"),
+    (dict(method="memitt"), "unknown method"),
+    (dict(method="memit_blue", layers=[1]), "two"),
+    (dict(requests=[]), "empty"),
+])
+def test_edit_bad_input(tiny_llama, bad, match):
+    model, tok = tiny_llama
+    kw = dict(requests=REQS[:1], method="memit", layers=None)
+    kw.update(bad)
+    cfg = _cfg(kw.pop("layers") if kw.get("layers") is not None else [0, 1]) if "layers" not in bad else None
+    with pytest.raises(ValueError, match=match):
+        if cfg is None:
+            bluebook.edit(model, tok, kw["requests"], kw["method"], hparams=_cfg([0, 1]), layers=bad["layers"],
+                          progress=False)
+        else:
+            bluebook.edit(model, tok, kw["requests"], kw["method"], hparams=cfg, progress=False)
+
+
+def test_request_validation_errors():
+    with pytest.raises(ValueError, match="exactly one"):
+        EditRequest("The capital of France is", "France", "Rome")
+    with pytest.raises(ValueError, match="target_new"):
+        EditRequest("The capital of {} is", "France", "  ")
+    with pytest.raises(ValueError, match="identical"):
+        EditRequest("The capital of {} is", "France", "Paris", "Paris")
+    with pytest.raises(ValueError, match="does not occur"):
+        EditRequest.from_prompt("The capital of Spain is", "France", "Rome")
+    r = EditRequest.from_prompt("The capital of France is", "France", "Rome")
+    assert r.prompt == "The capital of {} is"
+
+
+def test_unknown_architecture_is_refused():
+    from transformers import BertConfig
+    with pytest.raises(ValueError, match="bert"):
+        bluebook.spec_for(BertConfig())
+
+
+def test_missing_model_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does-not-exist"):
+        bluebook.load_model(str(tmp_path / "does-not-exist"))
