@@ -28,7 +28,7 @@ def main(n=30):
     pre = metrics.summarize(metrics.evaluate_counterfact(model, tok, reqs), "counterfact")
     rows.append({"method": "unedited", **{k: pre[k] for k in ("efficacy", "generalization", "specificity")}})
     print(rows[-1], flush=True)
-    for lr, steps in [(0.1, 25), (0.5, 25), (0.5, 40)]:
+    for lr, steps in [(0.5, 25), (0.1, 25), (1.0, 25)]:
         cfg0 = with_overrides(base, target={"lr": lr, "steps": steps})
         t0 = time.time()
         tr = optimize_targets(model, tok, reqs, L, cfg0.target, templates, progress=False)

@@ -123,11 +123,12 @@ def _batches(tok, texts, max_len: int, batch_tokens: int):
 @torch.no_grad()
 def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfig = StatsConfig(),
                            progress: bool = True, checkpoint: Path | None = None,
-                           checkpoint_every: int = 20) -> dict[int, SecondMoment]:
+                           checkpoint_every: int = 20, early_stop: bool = True) -> dict[int, SecondMoment]:
     """Accumulate ``Σ k kᵀ`` over every non-padding token of ``texts`` at ``layers`` in one pass.
 
     The forward stops right after the deepest hooked projection. With ``checkpoint``, running sums
     are saved every ``checkpoint_every`` batches and a later call resumes from them.
+    ``early_stop=False`` runs the whole model instead (only useful to measure the saving).
     """
     layers = check_layers(model, layers)
     if cfg.dtype not in _DTYPES:
@@ -161,7 +162,8 @@ def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfi
             ids[q, :len(x)] = torch.tensor(x)
             mask[q, :len(x)] = 1
         ids, mask = ids.to(device), mask.to(device)
-        with Trace(model, names, inputs=True, outputs=False, stop_after=names[-1]) as tr:
+        with Trace(model, names, inputs=True, outputs=False,
+                   stop_after=names[-1] if early_stop else None) as tr:
             tr.run(model.base_model, input_ids=ids, attention_mask=mask)
         keep = mask.bool()
         for l, name in zip(layers, names):

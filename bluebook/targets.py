@@ -354,3 +354,70 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
         bar.close()
     return TargetResult(layer=layer, z=(h0 + delta).detach(), delta=delta.detach(), h0=h0, steps=steps,
                         **traces)
+
+
+def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetConfig | None = None,
+                          templates=(("{}",),)) -> TargetResult:
+    """The reference loop written plainly, for one request: every step runs every prompt through the
+    whole model (full-vocabulary logits at every position) with ``torch.optim.Adam``.
+
+    Slow by design; it exists to check :func:`optimize_targets` against (tests) and to measure the
+    speed-up (benchmarks). Returns a one-row :class:`TargetResult`.
+    """
+    cfg = cfg or TargetConfig()
+    templates = validate(templates)
+    block = spec_for(model).block_name(layer)
+    device = next(model.parameters()).device
+    tids = target_token_ids(tok, req)
+    T = len(tids)
+    tail = tok.decode(tids[:-1]) if T > 1 else ""
+    flat = flatten(templates)
+    tmpls = [c.replace("{}", req.prompt) + tail for c in flat] + [cfg.kl_prompt]
+    texts = [t.replace("{}", req.subject) for t in tmpls]
+    idxs = torch.tensor([subject_last_index(tok, t, req.subject) for t in tmpls], device=device)
+    enc = tok(texts, return_tensors="pt", padding=True).to(device)
+    lens = enc["attention_mask"].sum(1).tolist()
+    delta = torch.zeros(model.get_input_embeddings().weight.shape[1], device=device, requires_grad=True)
+    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    rows = torch.arange(len(texts), device=device)
+    h0, kl0, steps = None, None, cfg.steps
+    trace = {k: [] for k in ("loss", "nll", "kl", "wd", "prob")}
+    for it in range(cfg.steps):
+        seen = {}
+
+        def inject(h):
+            if "h0" not in seen:
+                seen["h0"] = h[0, idxs[0]].detach().float().clone()
+            add = torch.zeros_like(h)
+            add[rows, idxs] = delta.to(h.dtype)
+            return h + add
+        with edit_output(model, block, inject):
+            logits = model(**enc).logits
+        if h0 is None:
+            h0 = seen["h0"]
+        logp = F.log_softmax(logits.float(), -1)
+        row_nll = torch.stack([-logp[r, lens[r] - T:lens[r]].gather(1, torch.tensor(tids, device=device)[:, None]).mean()
+                               for r in range(len(flat))])
+        nll = row_nll.mean()
+        cur = logp[len(flat), idxs[-1]]
+        if kl0 is None:
+            kl0 = cur.detach().clone()
+        kl = cfg.kl_factor * F.kl_div(kl0[None], cur[None], log_target=True, reduction="batchmean")
+        wd = cfg.weight_decay * delta.norm() / h0.norm() ** 2
+        loss = nll + kl + wd
+        for k, v in zip(trace, (loss, nll, kl, wd, torch.exp(-row_nll).mean())):
+            trace[k].append(float(v.detach()))
+        if loss.item() < cfg.early_stop:
+            steps = it
+            break
+        if it == cfg.steps - 1:
+            break
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            max_norm = cfg.clamp_norm_factor * h0.norm()
+            if delta.norm() > max_norm:
+                delta[...] = delta * max_norm / delta.norm()
+    d = delta.detach()[None]
+    return TargetResult(layer, (h0[None] + d), d, h0[None], [steps], *[[trace[k]] for k in trace])

@@ -9,7 +9,7 @@ from bluebook.config import EditConfig, StatsConfig, TargetConfig
 from bluebook.hooks import hook_count, patched_weights, Trace
 from bluebook.keys import read_states
 from bluebook.specs import proj_weight, spec_for, math_weight
-from bluebook.targets import optimize_targets
+from bluebook.targets import optimize_targets, optimize_target_plain
 from bluebook.tokens import subject_last_index
 
 REQS = [
@@ -21,68 +21,11 @@ TEMPLATES = (("{}",), ("The day was long. {}", "Because I said so and then left.
 TCFG = TargetConfig(steps=6, lr=0.5)
 
 
-def _naive_targets(model, tok, req, layer, cfg, templates):
-    """Plain re-implementation of the reference loop: full forward, torch Adam, one request."""
-    spec = spec_for(model)
-    tids = tok(req.new_text, add_special_tokens=False)["input_ids"]
-    tail = tok.decode(tids[:-1])
-    flat = [t for g in templates for t in g]
-    tmpls = [c.replace("{}", req.prompt) + tail for c in flat] + [cfg.kl_prompt]
-    texts = [t.replace("{}", req.subject) for t in tmpls]
-    idxs = [subject_last_index(tok, t, req.subject) for t in tmpls]
-    enc = tok(texts, return_tensors="pt", padding=True)
-    lens = enc["attention_mask"].sum(1).tolist()
-    delta = torch.zeros(model.config.hidden_size if hasattr(model.config, "hidden_size") else model.config.n_embd,
-                        requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
-    h0, kl0 = None, None
-    for it in range(cfg.steps):
-        store = {}
-
-        def hook(mod, args, out):
-            h = out[0] if isinstance(out, tuple) else out
-            if "h0" not in store:
-                store["h0"] = h[0, idxs[0]].detach().clone()
-            add = torch.zeros_like(h)
-            for r, i in enumerate(idxs):
-                add[r, i] = delta
-            h = h + add
-            return (h,) + tuple(out[1:]) if isinstance(out, tuple) else h
-        hd = model.get_submodule(spec.block_name(layer)).register_forward_hook(hook)
-        logits = model(**enc).logits
-        hd.remove()
-        if h0 is None:
-            h0 = store["h0"]
-        logp = F.log_softmax(logits.float(), -1)
-        nlls = []
-        for r in range(len(flat)):
-            T = len(tids)
-            pos = range(lens[r] - T, lens[r])
-            nlls.append(-sum(logp[r, p, t] for p, t in zip(pos, tids)) / T)
-        nll = torch.stack(nlls).mean()
-        cur = logp[len(flat), idxs[-1]]
-        if kl0 is None:
-            kl0 = cur.detach().clone()
-        kl = cfg.kl_factor * F.kl_div(kl0[None], cur[None], log_target=True, reduction="batchmean")
-        wd = cfg.weight_decay * delta.norm() / h0.norm() ** 2
-        loss = nll + kl + wd
-        if loss.item() < cfg.early_stop or it == cfg.steps - 1:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            mx = cfg.clamp_norm_factor * h0.norm()
-            if delta.norm() > mx:
-                delta[...] = delta * mx / delta.norm()
-    return h0 + delta.detach()
-
-
 def test_targets_match_plain_reference_loop(tiny):
     model, tok = tiny
     res = optimize_targets(model, tok, REQS, 2, TCFG, TEMPLATES, progress=False)
     for j, r in enumerate(REQS):
-        z = _naive_targets(model, tok, r, 2, TCFG, TEMPLATES)
+        z = optimize_target_plain(model, tok, r, 2, TCFG, TEMPLATES).z[0]
         assert (res.z[j] - z).abs().max() < 1e-4
 
 

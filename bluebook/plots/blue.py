@@ -1,0 +1,94 @@
+"""Figures for notebook 06 (BLUE): steps per layer, base vs BLUE metrics, which weights changed.
+
+Every function returns a ``matplotlib.figure.Figure``; none calls ``plt.show()`` or touches the
+global style.
+"""
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+METRICS = ("efficacy", "generalization", "specificity")
+_BASE_COLOR, _BLUE_COLOR = "#9e9e9e", "#1f5fa8"
+
+
+def steps_per_layer(layers, mean, std=None, *, paper: dict[str, list[float]] | None = None,
+                    max_steps: int | None = None, title: str | None = None) -> Figure:
+    """Bars (± std) of the mean v* steps at each critical layer; with ``paper``, a second panel draws
+    the paper's reported means against the critical-layer index beside this run's."""
+    ncols = 2 if paper else 1
+    fig = Figure(figsize=(5.2 * ncols, 3.6))
+    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    ax = axes[0]
+    x = np.arange(len(layers))
+    ax.bar(x, mean, yerr=std, capsize=4, color=_BLUE_COLOR, alpha=0.85, ecolor="black")
+    ax.set_xticks(x, [f"L{l}" for l in layers])
+    ax.set_xlabel("critical layer (updated in this order)")
+    ax.set_ylabel("v* optimisation steps")
+    if max_steps is not None:
+        ax.axhline(max_steps, color="0.4", ls="--", lw=1)
+        ax.text(x[-1], max_steps, "step budget", ha="right", va="bottom", fontsize=8, color="0.3")
+    ax.set_title(title or "steps per layer (direct residual, all layers)")
+    if paper:
+        ax2 = axes[1]
+        for name, vals in paper.items():
+            ax2.plot(range(len(vals)), vals, marker="o", label=f"paper: {name}")
+        ax2.plot(x, mean, marker="s", color=_BLUE_COLOR, lw=2, label="this run")
+        ax2.set_xlabel("critical-layer index i (0 = first)")
+        ax2.set_ylabel("mean steps")
+        ax2.set_title("same pattern across models")
+        ax2.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def method_comparison(results: dict[str, dict], bases=("memit", "alphaedit", "rect", "prune"),
+                      metrics=METRICS, title: str | None = None) -> Figure:
+    """Grouped bars: for each base method, the base variant and its ``_blue`` variant, one panel
+    per metric. ``results[name][metric]`` holds the ×100 numbers of :func:`bluebook.metrics.summarize`."""
+    fig = Figure(figsize=(4.2 * len(metrics), 3.6))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    x = np.arange(len(bases))
+    w = 0.38
+    for ax, m in zip(axes, metrics):
+        base_v = [results.get(b, {}).get(m) or 0.0 for b in bases]
+        blue_v = [results.get(f"{b}_blue", {}).get(m) or 0.0 for b in bases]
+        ax.bar(x - w / 2, base_v, w, label="base", color=_BASE_COLOR)
+        ax.bar(x + w / 2, blue_v, w, label="+ BLUE", color=_BLUE_COLOR)
+        for xi, (a, b) in enumerate(zip(base_v, blue_v)):
+            ax.text(xi - w / 2, a + 1, f"{a:.0f}", ha="center", fontsize=7)
+            ax.text(xi + w / 2, b + 1, f"{b:.0f}", ha="center", fontsize=7)
+        ax.set_xticks(x, [b.upper() if b != "alphaedit" else "AlphaEdit" for b in bases])
+        ax.set_ylim(0, 108)
+        ax.set_title(m.capitalize())
+    axes[0].set_ylabel("% of cases")
+    axes[-1].legend(loc="lower right", fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def changed_weights(norms: dict[str, dict], layers=None, title: str | None = None) -> Figure:
+    """Heatmap of ``‖W_after − W_before‖_F`` (layer × method); blank cells: weight untouched."""
+    methods = list(norms)
+    if layers is None:
+        layers = sorted({int(l) for v in norms.values() for l, x in v.items() if x})
+    data = np.array([[float(norms[m].get(l, norms[m].get(str(l), 0.0)) or 0.0) for m in methods]
+                     for l in layers])
+    shown = np.where(data > 0, data, np.nan)
+    fig = Figure(figsize=(1.0 + 1.05 * len(methods), 0.9 + 0.45 * len(layers)))
+    ax = fig.subplots()
+    im = ax.imshow(shown, cmap="Blues", aspect="auto")
+    ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right")
+    ax.set_yticks(range(len(layers)), [f"L{l}" for l in layers])
+    vmax = np.nanmax(shown) if np.isfinite(shown).any() else 1.0
+    for i in range(len(layers)):
+        for j in range(len(methods)):
+            v = data[i, j]
+            ax.text(j, i, f"{v:.2f}" if v > 0 else "·", ha="center", va="center", fontsize=7,
+                    color="white" if v > 0.6 * vmax else "black")
+    fig.colorbar(im, ax=ax, label="‖ΔW‖_F")
+    ax.set_title(title or "which weights changed")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,411 @@
+"""The reference sequential batch-editing protocol (algorithms.md §9.1), resumable, for many methods.
+
+For each method, starting from the unedited weights: split the first ``n`` records into
+consecutive batches of ``batch``, apply every batch **permanently** in order (one
+:class:`~bluebook.editing.SequentialState` per method), then evaluate **every** edited record on the
+final model. One extra row, ``"unedited"``, evaluates the same records before any edit.
+
+Layout of ``out/``::
+
+    unedited/cases.json, summary.json
+    <method>/progress.json            config, batches done, per-batch timings, checkpoint file names
+    <method>/weights_b<k>.safetensors edited projection weights after batch k (only the edited layers)
+    <method>/state_b<k>.safetensors   the SequentialState after batch k
+    <method>/cases.json, summary.json per-case and summary metrics (summary.json = method finished)
+    results.json, results.csv, results.md
+
+Restoring the unedited weights between methods is exact and cheap: the original weight of every
+projection a method touches is copied (once) before its first change and copied back afterwards.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from .data import as_requests, load_counterfact, load_zsre
+from .editing import SequentialState, edit
+from .methods import METHODS, parse_method
+from .runs import atomic_write_bytes, atomic_write_text, write_json
+from .specs import proj_weight
+
+#: Row order of the paper's tables (base method, then its BLUE variant).
+PAPER_ORDER = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
+COLUMNS = {"counterfact": ("efficacy", "generalization", "specificity", "fluency", "consistency"),
+           "zsre": ("efficacy", "generalization", "specificity")}
+UNEDITED = "unedited"
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint in the output folder was written by a run with a different configuration."""
+
+
+# --------------------------------------------------------------------------------------------
+# small helpers
+# --------------------------------------------------------------------------------------------
+
+def _dataset_name(dataset: str) -> str:
+    d = str(dataset).lower()
+    if d in ("counterfact", "mcf", "cf", "multi_counterfact"):
+        return "counterfact"
+    if d == "zsre":
+        return "zsre"
+    raise ValueError(f"dataset must be 'counterfact' or 'zsre', got {dataset!r}")
+
+
+def _jsonable_hparams(h):
+    """A JSON-friendly description of ``hparams`` for the checkpoint check and the results file."""
+    if h is None or isinstance(h, (str, int, float, bool)):
+        return h
+    if isinstance(h, dict):
+        return {str(k): _jsonable_hparams(v) for k, v in sorted(h.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(h, (list, tuple)):
+        return [_jsonable_hparams(v) for v in h]
+    from dataclasses import asdict, is_dataclass
+    if is_dataclass(h):
+        return _jsonable_hparams(asdict(h))
+    return repr(h)
+
+
+def _hparams_for(hparams, method: str):
+    """``hparams`` may be one value for every method or ``{method: value}`` (missing: the preset)."""
+    if isinstance(hparams, dict) and hparams and all(k in METHODS for k in hparams):
+        return hparams.get(method)
+    return hparams
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{float(v):.2f}"
+
+
+def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
+    from safetensors.torch import save
+    data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    atomic_write_bytes(path, save(data, metadata=meta))
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    return load_file(str(path))
+
+
+class _Originals:
+    """Unedited copies (CPU) of every projection weight changed so far; ``restore`` puts them back."""
+
+    def __init__(self, model):
+        self.model, self.saved = model, {}
+
+    def remember(self, layers) -> None:
+        for l in layers:
+            if l not in self.saved:
+                self.saved[l] = proj_weight(self.model, l).detach().to("cpu", copy=True)
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        for l, w in self.saved.items():
+            p = proj_weight(self.model, l)
+            p.copy_(w.to(device=p.device, dtype=p.dtype))
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+
+def _evaluate(model, tok, requests, dataset, generation, resources, seed, eval_batch_size):
+    from . import metrics
+    if dataset == "counterfact":
+        cases = metrics.evaluate_counterfact(model, tok, requests, batch_size=eval_batch_size,
+                                             generation=generation, resources=resources, seed=seed)
+    else:
+        cases = metrics.evaluate_zsre(model, tok, requests, batch_size=eval_batch_size)
+    return cases, metrics.summarize(cases, dataset)
+
+
+# --------------------------------------------------------------------------------------------
+# one method
+# --------------------------------------------------------------------------------------------
+
+def _check_config(found: dict, expected: dict, where: Path) -> None:
+    diff = [k for k in expected if found.get(k) != expected[k]]
+    if diff:
+        shown = "; ".join(f"{k}: checkpoint {str(found.get(k))[:80]!r} vs now {str(expected[k])[:80]!r}"
+                          for k in diff)
+        raise CheckpointMismatch(
+            f"checkpoint in {where} was written with a different configuration ({shown}). "
+            "Use another output folder, or resume=False (--no-resume) to discard it and start clean.")
+
+
+def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, originals: _Originals,
+                resume: bool, progress: bool, eval_kw: dict, log) -> dict:
+    from tqdm.auto import tqdm
+
+    progress_file = mdir / "progress.json"
+    summary_file = mdir / "summary.json"
+    if not resume and mdir.exists():
+        shutil.rmtree(mdir)
+    mdir.mkdir(parents=True, exist_ok=True)
+    prog = json.loads(progress_file.read_text()) if progress_file.exists() else None
+    if prog is not None:
+        _check_config(prog["config"], cfg, mdir)
+    if prog is not None and summary_file.exists() and prog.get("evaluated"):
+        log(f"[replicate] {method}: finished earlier, skipped")
+        return {"summary": json.loads(summary_file.read_text()), "progress": prog, "skipped": True}
+
+    originals.restore()                                # the unedited model
+    n_batches = math.ceil(len(requests) / batch)
+    state = SequentialState()
+    done, batch_log = 0, []
+    if prog is not None and prog.get("batches_done", 0) > 0:
+        done = int(prog["batches_done"])
+        weights = _read_safetensors(mdir / prog["weights_file"])
+        layers = sorted(int(k.split(".")[1]) for k in weights)
+        originals.remember(layers)
+        with torch.no_grad():
+            for l in layers:
+                p = proj_weight(model, l)
+                p.copy_(weights[f"layer.{l}"].to(device=p.device, dtype=p.dtype))
+        state = SequentialState.load(mdir / prog["state_file"])
+        batch_log = list(prog.get("batches", []))
+        log(f"[replicate] {method}: resuming after batch {done}/{n_batches}")
+
+    edited = set(prog.get("edited_layers", [])) if prog else set()
+    bar = tqdm(total=n_batches, initial=done, desc=f"{method}", unit="batch", disable=not progress)
+    for bi in range(done, n_batches):
+        chunk = requests[bi * batch:(bi + 1) * batch]
+        t0 = time.perf_counter()
+        res = edit(model, tok, chunk, method, hparams=hp, state=state, apply=False, progress=False)
+        originals.remember(res.deltas)                 # before the first change of each layer
+        res.apply()
+        seconds = time.perf_counter() - t0
+        edited |= set(res.deltas)
+        timings = {k: round(float(v), 4) for k, v in res.diagnostics["timings"].items()}
+        batch_log.append({"batch": bi, "case_ids": [r.case_id for r in chunk], "seconds": round(seconds, 4),
+                          "timings": timings, "layers": sorted(int(l) for l in res.deltas)})
+        # checkpoint: new files first, then the progress file that points at them, then drop old ones
+        wname, sname = f"weights_b{bi + 1}.safetensors", f"state_b{bi + 1}.safetensors"
+        _write_safetensors(mdir / wname, {f"layer.{l}": proj_weight(model, l) for l in sorted(edited)})
+        state.save(mdir / sname)
+        old = prog or {}
+        prog = {"config": cfg, "batches_done": bi + 1, "n_batches": n_batches, "weights_file": wname,
+                "state_file": sname, "edited_layers": sorted(int(l) for l in edited), "batches": batch_log,
+                "evaluated": False}
+        write_json(progress_file, prog)
+        for key in ("weights_file", "state_file"):
+            if old.get(key) and old[key] != prog[key]:
+                (mdir / old[key]).unlink(missing_ok=True)
+        bar.update(1)
+    bar.close()
+
+    state.finalize(model)                              # PRUNE reference form only; a no-op otherwise
+    t0 = time.perf_counter()
+    cases, summary = _evaluate(model, tok, requests, **eval_kw)
+    eval_seconds = time.perf_counter() - t0
+    write_json(mdir / "cases.json", cases)
+    prog = dict(prog or {"config": cfg, "batches_done": 0, "batches": []})
+    prog.update(evaluated=True, eval_seconds=round(eval_seconds, 3))
+    write_json(mdir / "summary.json", summary)
+    write_json(progress_file, prog)
+    return {"summary": summary, "progress": prog, "skipped": False}
+
+
+# --------------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------------
+
+def _ordered(methods) -> list[str]:
+    known = [m for m in PAPER_ORDER if m in methods]
+    return known + [m for m in methods if m not in known]
+
+
+def results_table(results: dict, dataset: str | None = None) -> str:
+    """A markdown table in the paper's layout (rows: ``unedited`` then :data:`PAPER_ORDER`)."""
+    dataset = _dataset_name(dataset or results["config"]["dataset"])
+    cols = COLUMNS[dataset]
+    rows = results["methods"]
+    head = "| Method | " + " | ".join(c.capitalize() for c in cols) + " |"
+    lines = [head, "|---|" + "---|" * len(cols)]
+    for m in ([UNEDITED] if UNEDITED in rows else []) + _ordered([k for k in rows if k != UNEDITED]):
+        s = rows[m]["summary"]
+        lines.append(f"| {m} | " + " | ".join(_fmt(s.get(c)) for c in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_tables(out: Path, results: dict) -> None:
+    write_json(out / "results.json", results)
+    dataset = results["config"]["dataset"]
+    cols = ["method"] + list(COLUMNS[dataset]) + (["score"] if dataset == "counterfact" else []) + \
+        ["n_cases", "edit_seconds", "eval_seconds"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    rows = results["methods"]
+    for m in ([UNEDITED] if UNEDITED in rows else []) + _ordered([k for k in rows if k != UNEDITED]):
+        r = rows[m]
+        w.writerow([m] + [("" if r["summary"].get(c) is None else r["summary"].get(c)) for c in cols[1:-2]]
+                   + [r.get("edit_seconds", ""), r.get("eval_seconds", "")])
+    atomic_write_text(out / "results.csv", buf.getvalue())
+    c = results["config"]
+    title = (f"Sequential batch editing on {dataset}: {c['n']} records in batches of {c['batch']} "
+             f"(model {c['model']}; all records evaluated after the last batch; ×100)")
+    atomic_write_text(out / "results.md", f"**{title}**\n\n" + results_table(results))
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+def _load_requests(dataset, n, data_path, requests):
+    if requests is not None:
+        reqs = as_requests(requests)
+        return reqs[:n] if n is not None else reqs
+    loader = load_counterfact if dataset == "counterfact" else load_zsre
+    return loader(path=data_path, n=n)
+
+
+def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit", "memit_blue"), n: int = 100,
+              batch: int = 20, out: str | Path = "replication", hparams=None, device="auto",
+              generation: bool = False, resume: bool = True, progress: bool = True, *, tok=None,
+              requests=None, data_path: str | Path | None = None, load_kwargs: dict | None = None,
+              resources=None, seed: int = 0, eval_batch_size: int = 64) -> dict:
+    """Run the sequential batch protocol for each method; write ``out/results.{json,csv,md}``.
+
+    ``model_name_or_model``: a name for :func:`bluebook.load_model` (``"smollm2-135m"``, a local
+    folder, ...), a loaded model (then pass ``tok=``), or a ``(model, tok)`` pair. A loaded model is
+    edited in place and restored exactly (bit for bit) before returning.
+    ``load_kwargs`` go to :func:`bluebook.load_model` (for example ``{"device_map": "auto"}`` on a
+    multi-GPU host). ``requests`` replaces the dataset loader; ``data_path`` is a full local
+    CounterFact/zsRE file (default: the shipped subset). ``hparams`` is one value for every method
+    (None: the preset, a preset name, an ``EditConfig``, a dict of overrides) or ``{method: value}``.
+    ``generation=True`` adds fluency (and consistency when ``resources`` is given) on CounterFact.
+    ``resume=True`` continues from the checkpoints in ``out`` (refusing ones written with another
+    configuration); ``resume=False`` discards them.
+
+    Returns the ``results.json`` content: ``{"config": ..., "methods": {name: {"summary", "cases",
+    "edit_seconds", "eval_seconds", "timings", "hparams", "n_batches"}}}``.
+    """
+    dataset = _dataset_name(dataset)
+    methods = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
+    for m in methods:
+        parse_method(m)                                   # unknown names fail before any work
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"methods contains duplicates: {methods}")
+    if batch < 1:
+        raise ValueError(f"batch must be >= 1, got {batch}")
+    if isinstance(model_name_or_model, (str, Path)):
+        from .models import load_model
+        model_name = str(model_name_or_model)
+        model, tok = load_model(model_name, device=device, **(load_kwargs or {}))
+    else:
+        model = model_name_or_model
+        if isinstance(model, tuple):
+            model, tok = model
+        if tok is None:
+            raise ValueError("pass tok= together with a loaded model (or a (model, tok) pair)")
+        model_name = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    reqs = _load_requests(dataset, n, data_path, requests)
+    if not reqs:
+        raise ValueError("no records to edit")
+    case_ids = [r.case_id for r in reqs]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    log = print if progress else (lambda *a, **k: None)
+
+    from .models import model_fingerprint
+    fingerprint = model_fingerprint(model)
+    base_cfg = {"dataset": dataset, "n": len(reqs), "batch": int(batch), "case_ids": case_ids,
+                "model_fingerprint": fingerprint, "generation": bool(generation), "seed": int(seed)}
+    eval_kw = {"dataset": dataset, "generation": generation, "resources": resources, "seed": seed,
+               "eval_batch_size": eval_batch_size}
+    results = {"config": {**base_cfg, "model": model_name, "methods": methods,
+                          "data": str(data_path) if data_path else "shipped"}, "methods": {}}
+
+    originals = _Originals(model)
+    try:
+        # the unedited baseline, once
+        udir = out / UNEDITED
+        ucfg = {**base_cfg, "method": UNEDITED}
+        if not resume and udir.exists():
+            shutil.rmtree(udir)
+        uprog = udir / "progress.json"
+        if uprog.exists():
+            _check_config(json.loads(uprog.read_text())["config"], ucfg, udir)
+        if uprog.exists() and (udir / "summary.json").exists():
+            usum = json.loads((udir / "summary.json").read_text())
+            useconds = json.loads(uprog.read_text()).get("eval_seconds")
+        else:
+            t0 = time.perf_counter()
+            cases, usum = _evaluate(model, tok, reqs, **eval_kw)
+            useconds = round(time.perf_counter() - t0, 3)
+            write_json(udir / "cases.json", cases)
+            write_json(udir / "summary.json", usum)
+            write_json(uprog, {"config": ucfg, "evaluated": True, "eval_seconds": useconds})
+        results["methods"][UNEDITED] = {"summary": usum, "cases": str(udir / "cases.json"),
+                                        "edit_seconds": 0.0, "eval_seconds": useconds, "timings": {},
+                                        "hparams": None, "n_batches": 0}
+
+        for method in methods:
+            hp = _hparams_for(hparams, method)
+            cfg = {**base_cfg, "method": method, "hparams": _jsonable_hparams(hp)}
+            got = _run_method(model, tok, method, reqs, int(batch), hp, out / method, cfg, originals, resume,
+                              progress, eval_kw, log)
+            batches = got["progress"].get("batches", [])
+            timings: dict[str, float] = {}
+            for b in batches:
+                for k, v in b["timings"].items():
+                    timings[k] = round(timings.get(k, 0.0) + v, 4)
+            results["methods"][method] = {
+                "summary": got["summary"], "cases": str(out / method / "cases.json"),
+                "edit_seconds": round(sum(b["seconds"] for b in batches), 3),
+                "eval_seconds": got["progress"].get("eval_seconds"), "timings": timings,
+                "batch_seconds": [b["seconds"] for b in batches], "hparams": cfg["hparams"],
+                "n_batches": len(batches), "skipped": got["skipped"]}
+            _write_tables(out, results)
+            originals.restore()
+    finally:
+        originals.restore()
+    _write_tables(out, results)
+    return results
+
+
+# --------------------------------------------------------------------------------------------
+# command line
+# --------------------------------------------------------------------------------------------
+
+def _cli(args) -> int:
+    results = replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
+                        out=args.out, hparams=args.hparams, device=args.device, generation=args.generation,
+                        resume=not args.no_resume, progress=not args.quiet, data_path=args.data,
+                        load_kwargs={"device_map": args.device_map} if args.device_map else None,
+                        seed=args.seed)
+    print(results_table(results))
+    print(f"wrote {Path(args.out) / 'results.json'}, results.csv, results.md")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``python -m bluebook replicate``."""
+    p = subparsers.add_parser("replicate", help="sequential batch editing + evaluation (paper tables)",
+                              description=replicate.__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m", help="model name or local folder")
+    p.add_argument("--dataset", default="counterfact", choices=["counterfact", "zsre"])
+    p.add_argument("--methods", default="memit,memit_blue", help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--n", type=int, default=100, help="number of records (the first n)")
+    p.add_argument("--batch", type=int, default=20, help="edits per sequential batch")
+    p.add_argument("--out", default="replication", help="output folder (checkpoints and results)")
+    p.add_argument("--hparams", default=None, help="preset name or YAML path (default: the model's preset)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--device-map", default=None, help="e.g. 'auto' to spread a large model over GPUs")
+    p.add_argument("--generation", action="store_true", help="also generate text for fluency/consistency")
+    p.add_argument("--no-resume", action="store_true", help="discard existing checkpoints in --out")
+    p.add_argument("--data", default=None, help="a full local counterfact/zsre JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cli)

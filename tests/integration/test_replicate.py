@@ -1,0 +1,125 @@
+"""The sequential replication runner: outputs, exact resume after a crash, refusal of foreign checkpoints."""
+import json
+
+import pytest
+import torch
+
+import bluebook
+import bluebook.replicate as rep
+from bluebook.models import tiny_model
+
+HP = {"target": {"steps": 3}, "stats": {"n_samples": 40, "max_len": 64}, "context_templates": [["{}"]]}
+METHODS = ["alphaedit", "memit_blue"]
+N, BATCH = 6, 2          # three sequential batches
+
+
+@pytest.fixture
+def requests_():
+    return bluebook.load_counterfact(n=N)
+
+
+def _run(out, requests_, **kw):
+    model, tok = tiny_model("tiny-llama")
+    args = dict(methods=METHODS, n=N, batch=BATCH, out=out, hparams=HP, progress=False, requests=requests_)
+    args.update(kw)
+    return rep.replicate((model, tok), "counterfact", **args), model
+
+
+def _final_weights(out, method):
+    prog = json.loads((out / method / "progress.json").read_text())
+    from safetensors.torch import load_file
+    return load_file(str(out / method / prog["weights_file"]))
+
+
+class _Counter:
+    def __init__(self, fail_at=None):
+        self.calls, self.fail_at = 0, fail_at
+
+    def __call__(self, *a, **kw):
+        self.calls += 1
+        if self.fail_at is not None and self.calls == self.fail_at:
+            raise KeyboardInterrupt("simulated kill")
+        return bluebook.edit(*a, **kw)
+
+
+def test_run_writes_tables_and_restores_model(tmp_path, cache_dir, requests_):
+    model0, _ = tiny_model("tiny-llama")
+    res, model = _run(tmp_path / "a", requests_)
+    for f in ("results.json", "results.csv", "results.md"):
+        assert (tmp_path / "a" / f).exists()
+    assert set(res["methods"]) == {"unedited", *METHODS}
+    for m in METHODS:
+        s = res["methods"][m]["summary"]
+        assert s["n_cases"] == N and 0 <= s["efficacy"] <= 100
+        assert res["methods"][m]["n_batches"] == 3
+        assert json.loads((tmp_path / "a" / m / "progress.json").read_text())["batches_done"] == 3
+    md = (tmp_path / "a" / "results.md").read_text()
+    assert md.index("| unedited |") < md.index("| memit_blue |") < md.index("| alphaedit |")   # paper order
+    assert "n/a" in md                                     # fluency/consistency not run
+    csv_lines = (tmp_path / "a" / "results.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("method,efficacy") and len(csv_lines) == 1 + 1 + len(METHODS)
+    # the caller's model is back to its unedited weights, bit for bit
+    for (k, a), b in zip(model0.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_resume_after_kill_matches_uninterrupted(tmp_path, cache_dir, requests_, monkeypatch):
+    full, _ = _run(tmp_path / "full", requests_)
+
+    crash = _Counter(fail_at=2)                            # dies inside batch 2 of the first method
+    monkeypatch.setattr(rep, "edit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "resumed", requests_)
+    prog = json.loads((tmp_path / "resumed" / METHODS[0] / "progress.json").read_text())
+    assert prog["batches_done"] == 1
+
+    again = _Counter()
+    monkeypatch.setattr(rep, "edit", again)
+    resumed, _ = _run(tmp_path / "resumed", requests_)
+    assert again.calls == 2 + 3                            # batches 2-3 of the first method, 3 of the second
+
+    for m in METHODS:
+        wa, wb = _final_weights(tmp_path / "full", m), _final_weights(tmp_path / "resumed", m)
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.equal(wa[k], wb[k]), (m, k)
+        assert full["methods"][m]["summary"] == resumed["methods"][m]["summary"]
+        ca = json.loads((tmp_path / "full" / m / "cases.json").read_text())
+        cb = json.loads((tmp_path / "resumed" / m / "cases.json").read_text())
+        assert ca == cb
+
+    # a finished run is not recomputed
+    idle = _Counter()
+    monkeypatch.setattr(rep, "edit", idle)
+    _run(tmp_path / "resumed", requests_)
+    assert idle.calls == 0
+
+
+def test_mismatched_checkpoint_is_refused(tmp_path, cache_dir, requests_, monkeypatch):
+    crash = _Counter(fail_at=2)
+    monkeypatch.setattr(rep, "edit", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "o", requests_)
+    monkeypatch.setattr(rep, "edit", bluebook.edit)
+    with pytest.raises(rep.CheckpointMismatch, match="different configuration.*batch"):
+        _run(tmp_path / "o", requests_, batch=3)
+    with pytest.raises(rep.CheckpointMismatch, match="case_ids"):
+        _run(tmp_path / "o", bluebook.load_counterfact(n=N, offset=1))
+    res, _ = _run(tmp_path / "o", requests_, batch=3, methods=METHODS[:1], resume=False)
+    assert res["methods"][METHODS[0]]["n_batches"] == 2
+
+
+def test_cli_registers_replicate(tmp_path):
+    import argparse
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd")
+    rep.add_cli(sub)
+    args = p.parse_args(["replicate", "--methods", "memit,memit_blue", "--n", "10", "--batch", "5",
+                         "--out", str(tmp_path), "--no-resume", "--generation"])
+    assert args.func is rep._cli and args.no_resume and args.generation and args.n == 10
+
+
+def test_unknown_method_fails_before_work(tmp_path):
+    with pytest.raises(ValueError):
+        rep.replicate("tiny-llama", methods=["memit", "nope"], n=2, batch=1, out=tmp_path, progress=False)
+    assert not (tmp_path / "unedited").exists()
