@@ -90,7 +90,7 @@ def _build_rows(tok, requests, templates, kl_prompt: str) -> _Rows:
             rows.label_pos.append(list(range(n - T, n))); rows.labels.append(tids)
         tmpl = kl_prompt
         idx = subject_last_index(tok, tmpl, r.subject)
-        ids = tok(tmpl.replace("{}", r.subject))["input_ids"]
+        ids = tok(tmpl.replace("{}", r.subject))["input_ids"][:idx + 1]   # later positions are never read
         rows.ids.append(list(ids)); rows.idx.append(idx); rows.req.append(j); rows.kind.append("kl")
         rows.label_pos.append([idx]); rows.labels.append([])
     return rows
@@ -121,7 +121,7 @@ class _PrefixCache:
     Suffixes are grouped by exact length, so each optimisation step runs no padding either.
     """
 
-    def __init__(self, model, rows: _Rows, pad_id: int, device):
+    def __init__(self, model, rows: _Rows, pad_id: int, device, min_tokens: int = 256):
         R = len(rows.ids)
         self.P = P = max(rows.idx)
         self.device = device
@@ -165,20 +165,35 @@ class _PrefixCache:
                         V[dst, :, P - i:] = layer.values[src, :, :i]
             self.kv = kv
         self.pmask = pmask.to(device)
-        # suffix groups of equal length
+        # Suffix groups: rows sorted by suffix length, merged until a group holds >= min_tokens
+        # (padded) tokens, so matrix products stay large. Pads go after each row's real tokens:
+        # causal attention keeps real positions blind to them, and their outputs are never read.
+        order = sorted(range(R), key=lambda r: len(rows.ids[r]) - rows.idx[r])
         self.groups: dict[int, list[int]] = {}
-        for r, (ids, i) in enumerate(zip(rows.ids, rows.idx)):
-            self.groups.setdefault(len(ids) - i, []).append(r)
-        self.suf = {s: torch.tensor([rows.ids[r][rows.idx[r]:] for r in rs], device=device)
-                    for s, rs in self.groups.items()}
-        self.spos = {s: torch.tensor([[rows.idx[r] + q for q in range(s)] for r in rs], device=device)
-                     for s, rs in self.groups.items()}
-        self.rows_t = {s: torch.tensor(rs, device=device) for s, rs in self.groups.items()}
+        cur: list[int] = []
+        for r in order:
+            cur.append(r)
+            if len(cur) * (len(rows.ids[r]) - rows.idx[r]) >= min_tokens:
+                self.groups[len(self.groups)] = cur
+                cur = []
+        if cur:
+            self.groups[len(self.groups)] = cur
+        self.suf, self.spos, self.rows_t = {}, {}, {}
+        for g, rs in self.groups.items():
+            S = max(len(rows.ids[r]) - rows.idx[r] for r in rs)
+            ids = torch.full((len(rs), S), pad_id, dtype=torch.long)
+            for q, r in enumerate(rs):
+                tail = rows.ids[r][rows.idx[r]:]
+                ids[q, :len(tail)] = torch.tensor(tail)
+            self.suf[g] = ids.to(device)
+            self.spos[g] = torch.tensor([[rows.idx[r] + q for q in range(S)] for r in rs], device=device)
+            self.rows_t[g] = torch.tensor(rs, device=device)
 
     def forward(self, model, s: int, sel: torch.Tensor):
-        """Run suffix group ``s`` restricted to positions ``sel`` (indices into the group)."""
+        """Run suffix group ``s`` restricted to its rows ``sel`` (indices into the group)."""
         rows = self.rows_t[s][sel]
-        mask = torch.cat([self.pmask[rows], torch.ones((rows.numel(), s), dtype=torch.long,
+        S = self.suf[s].shape[1]
+        mask = torch.cat([self.pmask[rows], torch.ones((rows.numel(), S), dtype=torch.long,
                                                         device=self.device)], 1)
         kw = {}
         if self.kv is not None:

@@ -73,3 +73,22 @@ def test_edit_is_reproducible_bitwise(cache_dir):
     b = bluebook.edit(model, tok, reqs, "memit_blue", hparams=cfg, progress=False)
     for l in a.deltas:
         assert torch.equal(a.deltas[l], b.deltas[l])
+
+
+def test_export_edited_model_roundtrip(cache_dir, tmp_path):
+    from bluebook.config import EditConfig, TargetConfig
+    from bluebook.export import load_edited, save_edited
+    model, tok = bluebook.tiny_model("tiny-gpt2")
+    cfg = EditConfig(layers=(1, 2), lam=1e-2, target=TargetConfig(steps=3),
+                     stats=StatsConfig(n_samples=30, max_len=64))
+    req = bluebook.EditRequest("The capital of {} is", "France", "Rome", "Paris")
+    res = bluebook.edit(model, tok, [req], "memit", hparams=cfg, progress=False)
+    with pytest.raises(ValueError, match="applied"):
+        save_edited(model, tok, tmp_path / "m", [res])
+    res.apply()
+    out = save_edited(model, tok, tmp_path / "m", [res])
+    m2, t2, log = load_edited(out)
+    enc = tok("The capital of France is", return_tensors="pt")
+    with torch.no_grad():
+        assert torch.equal(model(**enc).logits, m2(**enc).logits)
+    assert log["edits"][0]["method"] == "memit" and log["edits"][0]["requests"][0]["subject"] == "France"
