@@ -10,6 +10,10 @@ TORCH_SPEC ?= torch==2.13.0
 OUT ?= outputs
 PYTEST_ARGS ?= -m "not slow and not gpu"
 
+# The default path never needs a model hub or dataset host: fail fast instead of waiting on one.
+export HF_HUB_OFFLINE ?= 1
+export TOKENIZERS_PARALLELISM ?= false
+
 .PHONY: setup run test bench clean-outputs
 
 $(VENV)/bin/python:

@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from .conftest import NB_DIR
+from pathlib import Path
+
+NB_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 
 NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
 
