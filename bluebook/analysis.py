@@ -28,12 +28,12 @@ import torch.nn.functional as F
 
 from . import theory
 from .config import EditConfig
-from .data import EditRequest, as_requests
+from .data import as_requests
 from .hooks import add_to_block
 from .keys import read_states
 from .specs import check_layers
 from .targets import TargetResult, _build_rows, optimize_targets
-from .templates import context_templates, flatten, validate
+from .templates import context_templates, validate
 
 __all__ = [
     "LayerResiduals", "residuals_per_layer", "target_prob", "ContributionScores", "contribution_scores",
@@ -108,6 +108,17 @@ class LayerResiduals:
                             "norm_distributed": float(self.distributed[l][j].norm()),
                             "steps": int(self.steps[l][j]), "prob_direct": float(self.prob[l][j])})
         return out
+
+    def select(self, idx) -> "LayerResiduals":
+        """The same quantities for the requests ``idx`` only."""
+        idx = list(idx)
+        t = torch.tensor(idx, dtype=torch.long)
+        ten = lambda d: {l: v[t] for l, v in d.items()}
+        arr = lambda d: {l: v[idx] for l, v in d.items()}
+        return LayerResiduals(self.layers, [self.case_ids[j] for j in idx], self.delta_last[t],
+                              ten(self.delta_direct), ten(self.distributed), arr(self.cosine), arr(self.deviation),
+                              arr(self.distribution_error), arr(self.steps), arr(self.prob),
+                              {l: subset_targets(tr, idx) for l, tr in self.targets.items()})
 
     def mean(self, name: str) -> dict[int, float]:
         """Per-layer mean of ``cosine``, ``deviation``, ``distribution_error``, ``steps`` or ``prob``."""
@@ -335,8 +346,37 @@ def _stats(model, tok, layers, cfg: EditConfig) -> dict[int, torch.Tensor]:
     return {l: got[l].C.detach().double().cpu() for l in layers}
 
 
-def _check(K, C, lam, Rd, RL, D, C_p=None, **ctx) -> dict:
-    bc = theory.check_bound(K, C, lam, Rd, RL, D, C_p=C_p)
+class _QSolver:
+    """``Q = Kᵀ(λC + C_p + KKᵀ)⁻¹`` for many small batches ``K`` at one layer.
+
+    One Cholesky factor of ``B = λC + C_p`` is reused, and the push-through identity
+    ``(B + KKᵀ)⁻¹K = B⁻¹K(I + KᵀB⁻¹K)⁻¹`` turns each solve into ``n × n`` work. This is the same ``Q``
+    as :func:`bluebook.solvers.memit_Q` (the tests check it) without a fresh ``m × m`` solve (and
+    condition-number SVD) per batch. float64 on CPU.
+    """
+
+    def __init__(self, C: torch.Tensor, lam: float, C_p: torch.Tensor | None = None):
+        B = lam * C.double().cpu()
+        if C_p is not None:
+            B = B + C_p.double().cpu()
+        self.L = torch.linalg.cholesky((B + B.T) / 2)
+
+    def Q(self, K: torch.Tensor) -> torch.Tensor:
+        K = K.double().cpu()
+        X = torch.cholesky_solve(K, self.L)                                  # B⁻¹K  (m, n)
+        S = torch.eye(K.shape[1], dtype=torch.float64) + K.T @ X             # I + KᵀB⁻¹K
+        return torch.linalg.solve(S, X.T)                                    # (n, m)
+
+
+def _check(Q, Rd, RL, D, rtol: float = 1e-9, **ctx) -> dict:
+    """The fields of :class:`bluebook.theory.BoundCheck` for a given ``Q`` (via the theory functions)."""
+    dev = theory.weight_deviation(Rd, RL, Q, D)
+    bound = theory.theorem41_bound(Rd, RL, Q, D)
+    tight = theory.theorem41_tight_bound(Rd, RL, Q, D)
+    bc = theory.BoundCheck(deviation=dev, bound=bound, tight_bound=tight,
+                           residual_deviation=theory.residual_deviation(Rd, RL), distance=int(D),
+                           q_norm=float(torch.linalg.matrix_norm(Q, ord=2)),
+                           holds=bool(dev <= tight * (1 + rtol) and tight <= bound * (1 + rtol)))
     row = dict(ctx)
     row.update(bc.to_dict())
     row["tightness"] = bc.tightness
@@ -367,9 +407,10 @@ def bound_checks(model, tok, requests, layers=None, cfg: EditConfig | None = Non
         Kl = K[l].double().cpu()
         Rd = residuals.delta_direct[l].double().T
         D = residuals.distance(l)
+        solver = _QSolver(C[l], cfg.lam)
         for s in range(0, len(requests) - batch_size + 1, batch_size):
             cols = slice(s, s + batch_size)
-            rows.append(_check(Kl[:, cols], C[l], cfg.lam, Rd[:, cols], RL[:, cols], D,
+            rows.append(_check(solver.Q(Kl[:, cols]), Rd[:, cols], RL[:, cols], D,
                                layer=l, batch_size=batch_size, batch=s // batch_size,
                                case_ids=list(residuals.case_ids[cols])))
     return BoundTable(rows)
@@ -390,11 +431,14 @@ def batch_size_sweep(model, tok, requests, batch_sizes, layers=None, cfg: EditCo
 
 def sequential_sweep(model, tok, requests, earlier_requests, seq_lengths, layers=None,
                      cfg: EditConfig | None = None, *, residuals: LayerResiduals | None = None,
-                     templates=None, C: dict | None = None, earlier_batch_size: int | None = None) -> BoundTable:
+                     templates=None, C: dict | None = None, earlier_batch_size: int | None = None,
+                     envelope: bool = False) -> BoundTable:
     r"""Deviation and bound for the batch ``requests`` after ``t`` earlier batches (``t`` in
     ``seq_lengths``): ``C_p = Σ K_pK_pᵀ`` over the keys of ``t`` batches of ``earlier_requests``
     (batch size ``earlier_batch_size``, default ``len(requests)``) folded into ``Q``, as MEMIT-seq
-    and Lemma 4.3 do. Each row also holds :func:`bluebook.theory.lemma43_terms`.
+    and Lemma 4.3 do. Each row also holds the :func:`bluebook.theory.lemma43_terms` quantities
+    (``lemma43_*``; the envelope ``1/(2√λ_min(λC + C_p))`` needs an ``m × m`` eigendecomposition
+    per row and is added only with ``envelope=True``).
 
     Approximation, stated: the earlier keys are read on the *unedited* model (the reference
     recomputes them after each applied batch) and the residuals of the current batch are those of
@@ -421,13 +465,20 @@ def sequential_sweep(model, tok, requests, earlier_requests, seq_lengths, layers
         Kl = K[l].double().cpu()
         Rd = residuals.delta_direct[l].double().T
         D = residuals.distance(l)
+        Q0 = _QSolver(C[l], cfg.lam).Q(Kl)
         for t in sorted(seq_lengths):
             C_p = None
             if t > 0:
                 Kpl = Kp[l][:, :t * b].double().cpu()
                 C_p = Kpl @ Kpl.T
-            row = _check(Kl, C[l], cfg.lam, Rd, RL, D, C_p=C_p, layer=l, seq_length=t,
-                         batch_size=len(requests))
-            row.update({f"lemma43_{k}": v for k, v in theory.lemma43_terms(Kl, C[l], cfg.lam, C_p).to_dict().items()})
+            Q = _QSolver(C[l], cfg.lam, C_p).Q(Kl) if t > 0 else Q0
+            row = _check(Q, Rd, RL, D, layer=l, seq_length=t, batch_size=len(requests))
+            sym_top = lambda G: float(torch.linalg.eigvalsh((G + G.T) / 2)[-1])
+            row.update(lemma43_q_norm=row["q_norm"], lemma43_q_norm_without_cp=float(torch.linalg.matrix_norm(Q0, ord=2)),
+                       lemma43_cp_norm=0.0 if C_p is None else float(torch.linalg.matrix_norm(Kpl.T @ Kpl, ord=2)),
+                       lemma43_key_gain=sym_top(Q @ Kl), lemma43_key_gain_without_cp=sym_top(Q0 @ Kl))
+            if envelope:
+                row["lemma43_q_envelope"] = theory.q_envelope(C[l], cfg.lam, C_p)
+                row["lemma43_q_envelope_without_cp"] = theory.q_envelope(C[l], cfg.lam)
             rows.append(row)
     return BoundTable(rows)

@@ -39,6 +39,8 @@ class SequentialState:
     n_batches: int = 0
     n_edits: int = 0
     finalized: bool = False
+    prune_reference: bool = False
+    templates: tuple | None = None
 
     def save(self, path: str | Path) -> Path:
         """Write the state (C_p, W0 and counters; C and P are recomputable caches) atomically."""
@@ -47,7 +49,9 @@ class SequentialState:
         tensors.update({f"W0.{l}": t.contiguous().cpu() for l, t in self.W0.items()})
         meta = {"bluebook_state": json.dumps({"method": self.method, "fingerprint": self.fingerprint,
                                               "n_batches": self.n_batches, "n_edits": self.n_edits,
-                                              "finalized": self.finalized})}
+                                              "finalized": self.finalized,
+                                              "prune_reference": self.prune_reference,
+                                              "templates": self.templates})}
         if not tensors:
             tensors = {"_empty": torch.zeros(1)}
         return atomic_write_bytes(path, save(tensors, metadata=meta))
@@ -58,6 +62,8 @@ class SequentialState:
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = json.loads((f.metadata() or {})["bluebook_state"])
+                if meta.get("templates") is not None:
+                    meta["templates"] = tuple(tuple(g) for g in meta["templates"])
                 st = cls(**meta)
                 for k in f.keys():
                     kind, _, l = k.partition(".")
@@ -70,10 +76,12 @@ class SequentialState:
         return st
 
     def finalize(self, model) -> dict[int, torch.Tensor]:
-        """Reference-form PRUNE only: once after the last batch, ``W ← W + restrain(W − W₀)``."""
+        """Reference-form PRUNE only (``prune_reference=True``): once after the last batch,
+        ``W ← W + restrain(W − W₀)``. A no-op for every other method, and for PRUNE's paper form,
+        which restrains after every batch."""
         from . import solvers
         applied = {}
-        if self.finalized or not self.W0:
+        if self.finalized or not self.W0 or not self.prune_reference:
             return applied
         with torch.no_grad():
             for l, W0 in self.W0.items():
@@ -244,7 +252,12 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
         from .models import model_fingerprint
         state.fingerprint = model_fingerprint(model)
     ctx = _Context(model, tok, cfg, method, state, progress)
+    if templates is None and cfg.context_templates is None and state.templates is not None:
+        templates = state.templates        # sampled once per run, on the unedited model
     templates = context_templates(model, tok, seed=cfg.template_seed, fixed=templates or cfg.context_templates)
+    state.templates = templates
+    if method.base == "prune":
+        state.prune_reference = cfg.prune_reference
     if method.post is not None and getattr(method.post, "needs_w0", False):
         for l in plan:
             if l not in state.W0:

@@ -80,6 +80,13 @@ def _hparams_for(hparams, method: str):
     return hparams
 
 
+def _resolved(model, method: str, hp):
+    """The full EditConfig a method will run with (preset + overrides), as JSON: a preset file that
+    changed between a crash and the resume must not be mixed into one run."""
+    from .editing import _resolve_config
+    return json.loads(json.dumps(_jsonable_hparams(_resolve_config(model, parse_method(method), hp, None))))
+
+
 def _fmt(v) -> str:
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
@@ -274,7 +281,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
               batch: int = 20, out: str | Path = "replication", hparams=None, device="auto",
               generation: bool = False, resume: bool = True, progress: bool = True, *, tok=None,
               requests=None, data_path: str | Path | None = None, load_kwargs: dict | None = None,
-              resources=None, seed: int = 0, eval_batch_size: int = 64) -> dict:
+              resources=None, seed: int = 0, eval_batch_size: int = 64, model_name: str | None = None) -> dict:
     """Run the sequential batch protocol for each method; write ``out/results.{json,csv,md}``.
 
     ``model_name_or_model``: a name for :func:`bluebook.load_model` (``"smollm2-135m"``, a local
@@ -285,12 +292,14 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     CounterFact/zsRE file (default: the shipped subset). ``hparams`` is one value for every method
     (None: the preset, a preset name, an ``EditConfig``, a dict of overrides) or ``{method: value}``.
     ``generation=True`` adds fluency (and consistency when ``resources`` is given) on CounterFact.
+    ``model_name`` labels the tables (default: the name given, or the loaded model's path).
     ``resume=True`` continues from the checkpoints in ``out`` (refusing ones written with another
     configuration); ``resume=False`` discards them.
 
     Returns the ``results.json`` content: ``{"config": ..., "methods": {name: {"summary", "cases",
     "edit_seconds", "eval_seconds", "timings", "hparams", "n_batches"}}}``.
     """
+    label = model_name
     dataset = _dataset_name(dataset)
     methods = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     for m in methods:
@@ -310,6 +319,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
         if tok is None:
             raise ValueError("pass tok= together with a loaded model (or a (model, tok) pair)")
         model_name = getattr(getattr(model, "config", None), "_name_or_path", None) or type(model).__name__
+    model_name = label or model_name
     reqs = _load_requests(dataset, n, data_path, requests)
     if not reqs:
         raise ValueError("no records to edit")
@@ -331,7 +341,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     try:
         # the unedited baseline, once
         udir = out / UNEDITED
-        ucfg = {**base_cfg, "method": UNEDITED}
+        ucfg = {**{k: v for k, v in base_cfg.items() if k != "batch"}, "method": UNEDITED}   # batch-free
         if not resume and udir.exists():
             shutil.rmtree(udir)
         uprog = udir / "progress.json"
@@ -353,7 +363,8 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
 
         for method in methods:
             hp = _hparams_for(hparams, method)
-            cfg = {**base_cfg, "method": method, "hparams": _jsonable_hparams(hp)}
+            cfg = {**base_cfg, "method": method, "hparams": _jsonable_hparams(hp),
+                   "resolved_config": _resolved(model, method, hp)}
             got = _run_method(model, tok, method, reqs, int(batch), hp, out / method, cfg, originals, resume,
                               progress, eval_kw, log)
             batches = got["progress"].get("batches", [])
@@ -366,6 +377,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
                 "edit_seconds": round(sum(b["seconds"] for b in batches), 3),
                 "eval_seconds": got["progress"].get("eval_seconds"), "timings": timings,
                 "batch_seconds": [b["seconds"] for b in batches], "hparams": cfg["hparams"],
+                "config": cfg["resolved_config"],
                 "n_batches": len(batches), "skipped": got["skipped"]}
             _write_tables(out, results)
             originals.restore()
@@ -380,14 +392,23 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
 # --------------------------------------------------------------------------------------------
 
 def _cli(args) -> int:
-    results = replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
-                        out=args.out, hparams=args.hparams, device=args.device, generation=args.generation,
-                        resume=not args.no_resume, progress=not args.quiet, data_path=args.data,
-                        load_kwargs={"device_map": args.device_map} if args.device_map else None,
-                        seed=args.seed)
+    import sys
+    try:
+        results = _cli_run(args)
+    except CheckpointMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(results_table(results))
     print(f"wrote {Path(args.out) / 'results.json'}, results.csv, results.md")
     return 0
+
+
+def _cli_run(args) -> dict:
+    return replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
+                        out=args.out, hparams=args.hparams, device=args.device, generation=args.generation,
+                        resume=not args.no_resume, progress=not args.quiet, data_path=args.data,
+                        load_kwargs={"device_map": args.device_map} if args.device_map else None,
+                        seed=args.seed, model_name=args.model)
 
 
 def add_cli(subparsers) -> None:

@@ -400,9 +400,10 @@ print(f"{n90} of {eig.size} directions hold 90% of E[‖k‖²]; cosine(small-sa
 assert n90 < eig.size and cos > 0.8
 """),
     md("""
-How unusual is our key under `C`? `kᵀ C⁻¹ k` is its squared Mahalanobis length: large values mean
-the key points in directions ordinary text rarely uses, which is what lets an edit change this key's
-value while barely touching the others (notebook 03).
+How does our key look under `C`? `kᵀ C⁻¹ k` is its squared Mahalanobis length. Averaged over keys
+drawn like the ones `C` was built from it equals `tr(C⁻¹ E[k kᵀ]) = m`; the printout compares the
+subject key with the Wikipedia tokens read above. The same number sets how much of its residual a
+MEMIT update writes into this key (notebook 03: the fraction is `s/(1+s)` with `s = kᵀC⁻¹k / λ`).
 """),
     code("""
 kd = k.double()
@@ -447,17 +448,18 @@ LOC = [
 - understand how the preset's critical-layer window for this model was chosen, from the recorded
   50-prompt evidence in `bluebook/assets/smollm2_tracing.json`.
 
-**Runtime (CI profile, 2 CPU cores):** about 2–3 minutes (two heatmap prompts, a few curve prompts,
-two noise draws). The full profile traces 50 known facts with three draws.
+**Runtime (CI profile, 2 CPU cores):** about 2–3 minutes on an idle machine (one heatmap prompt, two
+curve prompts, two noise draws; longer when the cores are shared). The full profile traces 50 known facts with three draws.
 
 **Paper section:** §3 "locate" step and the critical layers of §5 (the paper takes its windows from
 causal tracing: GPT2-XL 13–17, GPT-J 3–8, Llama3-8B 4–8).
 """),
     params("""
 model_name = "smollm2-135m"
-heatmap_prompts = [["The capital of {} is", "France", "Paris"], ["{} is a product of", "iPhone", "Apple"]]
-n_curve_prompts = 3
+heatmap_prompts = [["The capital of {} is", "France", "Paris"]]
+n_curve_prompts = 2
 n_samples = 2
+torch_threads = 1
 min_layer = 1
 width = 5
 seed = 0
@@ -481,6 +483,8 @@ runs.seed_everything(seed)
 dev = runs.resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
+if torch_threads:
+    torch.set_num_threads(torch_threads)   # many small batched products: one thread is often faster on a busy CPU
 model, tok = bluebook.load_model(model_name, device=dev)
 cfg = bluebook.preset_for(model, "memit")
 n_layers = model.config.num_hidden_layers
@@ -680,9 +684,8 @@ def measure():
     p = torch.exp(-nll).view(-1, 2).tolist()
     return {"p_new": [a for a, _ in p], "p_true": [b for _, b in p]}
 
-def is_top1(text=req.text, tid=new_id):
-    return locate.known_rank(model, tok, text.replace(subject, "{}", 1) if subject in text else text + " {}",
-                             subject, tid) == 0 if subject in text else None
+def is_top1():
+    return locate.known_rank(model, tok, prompt, subject, target_new) == 0
 
 before = measure()
 top1_before = is_top1()
@@ -812,6 +815,7 @@ inside the block.
     code("""
 res = bluebook.edit(model, tok, [req], "memit", hparams=None, precomputed_targets={L: tr}, progress=False)
 diag = pd.DataFrame(res.diagnostics["layers"]).T[["z_error", "residual_norm", "update_norm", "weight_norm"]]
+assert res.diagnostics["config"].lam == cfg.lam, "the preset changed on disk during the run; restart the kernel"
 for l in res.layers:                                           # every layer's update is the closed form
     Cl = stats[l].C.double().to(res.keys[l].device)
     torch.testing.assert_close(res.deltas[l].double(),
@@ -878,9 +882,8 @@ FULL = {
     "01_key_value_memory": {"n_wiki_texts": 200},
     "02_locating": {"n_curve_prompts": 50, "n_samples": 3,
                     "heatmap_prompts": [["The capital of {} is", "France", "Paris"],
-                                        ["{} is a product of", "iPhone", "Apple"],
-                                        ["The mother tongue of {} is", "Danielle Darrieux", "French"],
-                                        ["{} plays the position of", "Tom Brady", "quarterback"]]},
+                                        ["The mother tongue of {} is", "Danielle Darrieux", "French"]],
+                    "torch_threads": 0},
     "03_closed_form_edits": {},
 }
 

@@ -53,8 +53,9 @@ NB07 = [
 - read the results next to the paper's Llama3-8B / GPT-J numbers, and see what does and does not
   transfer to a 135M-parameter model.
 
-**Runtime:** CI defaults (8 records in 2 batches of 4, all 8 variants, both datasets, 10 target
-steps) take about 4–6 minutes on 2 CPU cores. The full profile (`params/full/07_replication.yaml`:
+**Runtime:** CI defaults (6 records in 2 batches of 3, all 8 variants, both datasets, 5 target
+steps) took 18 minutes on 2 CPU cores shared with other jobs (load ≈ 9, `num_threads=1`); about
+50 s per method and dataset there, so expect a few minutes on an idle machine or any GPU. The full profile (`params/full/07_replication.yaml`:
 2,000 records in batches of 100 with generation) is a GPU job of several hours; it is resumable,
 so rerunning the notebook with the same `output_dir` continues where it stopped.
 """),
@@ -62,10 +63,11 @@ so rerunning the notebook with the same `output_dir` continues where it stopped.
 model = "smollm2-135m"
 datasets = ["counterfact", "zsre"]
 methods = ["memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue"]
-n_edits = 8
-batch_size = 4
-target_steps = 10
+n_edits = 6
+batch_size = 3
+target_steps = 5
 generation = False
+num_threads = 0
 resume = True
 seed = 0
 device = "auto"
@@ -76,12 +78,16 @@ import math
 import time
 from pathlib import Path
 
+import torch
+
 import bluebook
 from bluebook import replicate as rp
 from bluebook import runs
 from bluebook.plots import replication as rplots, save
 
 runs.seed_everything(seed)
+if num_threads:                      # 0: torch's default; 1 is often fastest on a busy shared CPU
+    torch.set_num_threads(int(num_threads))
 dev = runs.resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
@@ -112,7 +118,7 @@ for ds in datasets:
     results[ds] = rp.replicate((lm, tok), ds, methods=methods, n=n_edits, batch=batch_size,
                                out=out / "runs" / ds, hparams=hparams, device=dev,
                                generation=bool(generation and ds == "counterfact"), resume=resume,
-                               progress=False, seed=seed)
+                               progress=False, seed=seed, model_name=model)
     print(f"== {ds}: {time.perf_counter() - t0:.0f} s")
     print(rp.results_table(results[ds]))
 runtime_s = time.perf_counter() - t_start
@@ -179,7 +185,7 @@ model is at least as good as the unedited one on the *edited* prompts (Efficacy)
 holds on the CI settings for all 8 variants on both datasets (unedited CounterFact efficacy is the
 fraction of prompts where the model already prefers the new object, and zsRE's is the token
 accuracy of the unedited model — both low). We do **not** assert that BLUE beats its base method:
-with 8 records and 2 batches the sequential error the paper analyses has barely accumulated, so the
+with 6 records and 2 batches the sequential error the paper analyses has barely accumulated, so the
 difference can go either way; the table above reports it as measured.
 """),
     code(r"""
@@ -251,15 +257,17 @@ items 4–5). The paper runs GLUE-style tasks and plots how far the last-critica
 - tell a robust property (perplexity stays finite and close to the unedited value for a few edits)
   from a claim that needs the paper's scale (BLUE preserves more).
 
-**Runtime:** CI defaults (8 edits in 2 batches for each of the 8 variants, 32 held-out texts of ≤128
-tokens, 64 unrelated records) take about 3–5 minutes on 2 CPU cores.
+**Runtime:** CI defaults (6 edits in 2 batches of 3 for each of the 8 variants, 32 held-out texts of ≤128
+tokens, 64 unrelated records) took 8.5 minutes on 2 CPU cores shared with other jobs
+(`num_threads=1`); expect a few minutes on an idle machine.
 """),
     code(r"""
 model = "smollm2-135m"
 methods = ["memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue"]
-n_edits = 8
-batch_size = 4
-target_steps = 10
+n_edits = 6
+batch_size = 3
+target_steps = 5
+num_threads = 0
 n_heldout = 32
 ppl_max_len = 128
 n_unrelated = 64
@@ -283,6 +291,8 @@ from bluebook.plots import replication as rplots, save
 from bluebook.specs import proj_weight
 
 runs.seed_everything(seed)
+if num_threads:                      # 0: torch's default; 1 is often fastest on a busy shared CPU
+    torch.set_num_threads(int(num_threads))
 dev = runs.resolve_device(device)
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 hparams = None if target_steps is None else {"target": {"steps": int(target_steps)}}
@@ -371,7 +381,7 @@ fig_shift
 
 The cell below counts, over the four method pairs, how often BLUE has the smaller perplexity
 increase, the smaller known-fact loss and the smaller mean representation shift. The paper's claim
-is "yes" on 6–8B models after 2,000 edits. With 8 edits on a 135M model every side effect is small,
+is "yes" on 6–8B models after 2,000 edits. With 6 edits on a 135M model every side effect is small,
 so read the counts as a measurement, not a verdict: BLUE updates 2 layers instead of 5, which tends
 to move unrelated states less at the last critical layer, while its per-layer residuals are larger
 (no division), which can cost perplexity. Whatever the counts are, they are written to

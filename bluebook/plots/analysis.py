@@ -148,6 +148,8 @@ def lemma43_terms_plot(seq_table) -> "plt.Figure":
     for col, lab in (("lemma43_q_norm", r"$\|Q\|_2$ with $C_p$"),
                      ("lemma43_q_norm_without_cp", r"$\|Q\|_2$ without $C_p$"),
                      ("lemma43_q_envelope", r"envelope $1/(2\sqrt{\lambda_{min}})$")):
+        if col not in df:
+            continue
         ax.plot(g[col].mean().index, g[col].mean().values, marker="o", label=lab)
     ax.set_yscale("log")
     ax.set_xlabel("earlier batches in $C_p$")

@@ -12,6 +12,7 @@ import numpy as np
 PAPER_ORDER = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
 METRICS = ("efficacy", "generalization", "specificity")
 BASE_COLOR, BLUE_COLOR, NONE_COLOR = "#9a9a9a", "#1f5fbf", "#d9d9d9"
+LABELS = {"memit": "MEMIT", "alphaedit": "AlphaEdit", "rect": "RECT", "prune": "PRUNE", "memit_seq": "MEMIT-seq"}
 
 
 def _figure(figsize):
@@ -53,11 +54,11 @@ def method_bars(results: Mapping, metrics: Sequence[str] = METRICS, title: str |
             ax.bar(x + off, vals, width=w, color=color, label=label)
         if "unedited" in rows and rows["unedited"].get(metric) is not None:
             ax.axhline(float(rows["unedited"][metric]), color="k", ls="--", lw=1, label="unedited")
-        ax.set_xticks(x, [b.upper() if len(b) < 6 else b.capitalize() for b in bases], rotation=20)
+        ax.set_xticks(x, [LABELS.get(b, b) for b in bases], rotation=20)
         ax.set_title(metric.capitalize())
         ax.set_ylim(0, 105)
     axes[0].set_ylabel("×100")
-    axes[-1].legend(loc="lower right", fontsize=8)
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
     if title:
         fig.suptitle(title)
     return fig

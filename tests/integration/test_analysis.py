@@ -106,6 +106,18 @@ def test_bound_checks_hold(setup):
     assert len(tab) == len(REQS) * len(LAYERS)
     assert all(r["holds"] for r in tab.rows)
     assert tab.holds_fraction == 1.0
+    # the fast Q equals solvers.memit_Q, and the rows equal theory.check_bound
+    from bluebook import theory
+    from bluebook.solvers import memit_Q
+    K = bluebook.read_states(model, tok, REQS, key_layers=[0], templates=TEMPLATES).keys[0].double()
+    C = bluebook.layer_stats(model, tok, [0], cfg.stats, progress=False)[0].C.double()
+    Cp = K[:, :1] @ K[:, :1].T
+    torch.testing.assert_close(analysis._QSolver(C, cfg.lam, Cp).Q(K[:, 1:]), memit_Q(K[:, 1:], C, cfg.lam, Cp))
+    ref = theory.check_bound(K[:, :1], C, cfg.lam, res.delta_direct[0].double().T[:, :1],
+                             res.delta_last.double().T[:, :1], 2)
+    row = next(r for r in tab.rows if r["layer"] == 0 and r["batch"] == 0)
+    for k, v in ref.to_dict().items():
+        assert row[k] == pytest.approx(v, rel=1e-6), k
     last = [r for r in tab.rows if r["layer"] == 2]
     assert all(r["deviation"] == 0.0 for r in last)
     sweep = analysis.batch_size_sweep(model, tok, REQS, [1, 2, 3, 8], LAYERS, cfg, residuals=res,

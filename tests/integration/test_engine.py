@@ -218,3 +218,31 @@ def test_unknown_architecture_is_refused():
 def test_missing_model_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="does-not-exist"):
         bluebook.load_model(str(tmp_path / "does-not-exist"))
+
+
+def test_prune_equals_memit_below_the_bound_and_finalize_is_paper_form(tiny_llama):
+    model, tok = tiny_llama
+    cfg = _cfg([0, 1], lam=1e3)
+    a = bluebook.edit(model, tok, REQS[:2], "memit", hparams=cfg, progress=False)
+    from bluebook.solvers import top_singular_value
+    for l, d in a.deltas.items():
+        assert top_singular_value(d) < top_singular_value(math_weight(model, l))
+    st = bluebook.SequentialState()
+    b = bluebook.edit(model, tok, REQS[:2], "prune", hparams=cfg, state=st, apply=True, progress=False)
+    for l in a.deltas:                          # tiny edits: no singular value above σ_max(W0)
+        torch.testing.assert_close(a.deltas[l], b.deltas[l], atol=1e-6, rtol=1e-5)
+    before = {l: proj_weight(model, l).detach().clone() for l in (0, 1)}
+    assert st.finalize(model) == {}             # paper form: nothing more to do at the end
+    for l in (0, 1):
+        assert torch.equal(proj_weight(model, l), before[l])
+    b.undo()
+
+
+def test_sampled_templates_are_kept_for_the_whole_run(tiny_llama):
+    model, tok = tiny_llama
+    cfg = EditConfig(layers=(0, 1), lam=1e-2, target=TargetConfig(steps=2), stats=StatsConfig(n_samples=30, max_len=64))
+    st = bluebook.SequentialState()
+    bluebook.edit(model, tok, REQS[:1], "memit", hparams=cfg, state=st, apply=True, progress=False)
+    first = st.templates
+    bluebook.edit(model, tok, REQS[1:2], "memit", hparams=cfg, state=st, apply=True, progress=False)
+    assert st.templates == first and len(first) == 2

@@ -105,6 +105,8 @@ def test_mismatched_checkpoint_is_refused(tmp_path, cache_dir, requests_, monkey
         _run(tmp_path / "o", requests_, batch=3)
     with pytest.raises(rep.CheckpointMismatch, match="case_ids"):
         _run(tmp_path / "o", bluebook.load_counterfact(n=N, offset=1))
+    with pytest.raises(rep.CheckpointMismatch, match="hparams"):
+        _run(tmp_path / "o", requests_, hparams={**HP, "target": {"steps": 4}})
     res, _ = _run(tmp_path / "o", requests_, batch=3, methods=METHODS[:1], resume=False)
     assert res["methods"][METHODS[0]]["n_batches"] == 2
 

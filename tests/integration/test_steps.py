@@ -15,9 +15,12 @@ REQS = [
 HP = {"layers": [0, 1, 2], "target": {"steps": 4}, "stats": {"n_samples": 40, "max_len": 64}}
 
 
-@pytest.fixture
-def llama(cache_dir):
-    return bluebook.tiny_model("tiny-llama")
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    """One tiny Llama and one temporary BLUEBOOK_CACHE for the module (layer statistics computed once)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BLUEBOOK_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield bluebook.tiny_model("tiny-llama")
 
 
 def test_steps_per_layer_shapes_and_range(llama):

@@ -1,0 +1,59 @@
+"""Notebooks 00–03 run top to bottom on their CI defaults and report sane headline numbers."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+# ``run_nb`` lives in this folder's conftest.py; tests/notebooks is not a package, so load it by path.
+_spec = importlib.util.spec_from_file_location("_nb_conftest", Path(__file__).with_name("conftest.py"))
+_conf = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_conf)
+run_nb = _conf.run_nb
+
+pytestmark = pytest.mark.notebook
+
+
+def test_00_tour(nb_out):
+    m = run_nb("00_tour", nb_out)
+    assert m["france_top1"] == "Paris"
+    assert 0.3 < m["france_top1_prob"] <= 1.0
+    assert 0.0 < m["frac_true_top1"] <= m["frac_true_top10"] <= 1.0
+    assert m["n_layers"] == 30 and m["hidden_size"] == 576 and m["mlp_size"] == 1536
+
+
+def test_01_key_value_memory(nb_out):
+    m = run_nb("01_key_value_memory", nb_out)
+    assert m["layer"] == m["critical_layers"][-1]
+    assert m["prob_drop_zero_all"] > 0
+    assert 0 <= m["p_target_zero_all"] < m["p_target_clean"]
+    assert m["normal_eq_fit_error"] < 1e-4
+    assert 0 < m["c_directions_90pct"] < 1536
+    assert m["key_norm"] > 0 and m["value_norm"] > 0
+
+
+def _consecutive(xs):
+    return all(isinstance(x, int) for x in xs) and xs == list(range(xs[0], xs[0] + len(xs)))
+
+
+def test_02_locating(nb_out):
+    m = run_nb("02_locating", nb_out)
+    assert isinstance(m["peak_mlp_layer"], int) and 0 <= m["peak_mlp_layer"] < 30
+    assert isinstance(m["peak_mlp_layer_min1"], int) and 1 <= m["peak_mlp_layer_min1"] < 30
+    assert m["peak_mlp_layer_recorded"] == 0
+    crit = m["critical_layers"]
+    assert isinstance(crit, list) and len(crit) >= 2 and _consecutive(crit)
+    assert set(m["proposed_window_recorded_min1"]) & set(crit)
+    assert all(h > l for h, l in zip(m["heatmap_high"], m["heatmap_low"]))
+
+
+def test_03_closed_form_edits(nb_out):
+    m = run_nb("03_closed_form_edits", nb_out)
+    assert m["p_new_after"] > m["p_new_before"]
+    assert m["target_top1_after"] is True
+    assert m["target_top1_before"] is False
+    assert m["p_new_after_rank_one"] > m["p_new_before"]
+    assert 0 < m["memit_single_key_fraction"] < 1
+    for k in ("paraphrase_p_new_before", "paraphrase_p_new_after", "neighbour_p_true_before",
+              "neighbour_p_true_after"):
+        assert 0.0 <= m[k] <= 1.0
+    assert _consecutive(m["critical_layers"])
