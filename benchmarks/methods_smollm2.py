@@ -52,7 +52,7 @@ def run_variant(model, tok, name, requests, batch_size, snapshot, shared):
     return row
 
 
-def main(n=40, batch_size=10):
+def main(n=40, batch_size=10, methods=METHODS, tag=""):
     model, tok = bluebook.load_model("smollm2-135m")
     requests = bluebook.load_counterfact(n=n)
     cfg = bluebook.preset_for(model, "memit")
@@ -61,9 +61,9 @@ def main(n=40, batch_size=10):
     rows = [{"method": "unedited", **{k: pre[k] for k in KEYS}}]
     print(rows[0], flush=True)
     shared = ({}, {})
-    out = Path(__file__).parent / "results" / "methods_smollm2.json"
+    out = Path(__file__).parent / "results" / f"methods_smollm2{tag}.json"
     t_start = time.time()
-    for m in METHODS:
+    for m in methods:
         for name in (m, f"{m}_blue"):
             rows.append(run_variant(model, tok, name, requests, batch_size, snapshot, shared))
             r = rows[-1]
@@ -87,5 +87,9 @@ def main(n=40, batch_size=10):
 
 
 if __name__ == "__main__":
+    # python benchmarks/methods_smollm2.py [N] [B] [methods,comma,separated] (a subset writes its own file)
     args = [int(a) for a in sys.argv[1:3]]
-    main(*args)
+    kw = {}
+    if len(sys.argv) > 3:
+        kw = {"methods": tuple(sys.argv[3].split(",")), "tag": "_" + sys.argv[3].replace(",", "_")}
+    main(*args, **kw)
