@@ -262,7 +262,13 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
         for l in plan:
             if l not in state.W0:
                 state.W0[l] = math_weight(model, l).detach().to("cpu", torch.float32).clone()
-    for l in plan:   # statistics first (on the unedited weights of this batch), outside the timed loop
+    missing = [l for l in plan if l not in state.stats]
+    if missing:      # statistics first, all layers in one pass, outside the timed loop
+        from .stats import layer_stats
+        got = layer_stats(model, tok, missing, cfg.stats, fingerprint=state.fingerprint, progress=progress)
+        for l in missing:
+            state.stats[l] = got[l].C
+    for l in plan:
         ctx.P(l) if method.base == "alphaedit" else ctx.C(l)
 
     timings = {"targets": 0.0, "keys": 0.0, "solve": 0.0}
