@@ -251,6 +251,12 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     if state.fingerprint is None:
         from .models import model_fingerprint
         state.fingerprint = model_fingerprint(model)
+    wdtype = proj_weight(model, plan[0]).dtype
+    if wdtype in (torch.float16, torch.bfloat16):
+        import warnings
+        warnings.warn(f"the model's weights are {wdtype}: targets are optimised in float32, solves run in "
+                      f"{cfg.solve_dtype}, and the updates are cast back to {wdtype} (some precision is lost; "
+                      "the reference runs in float32)", RuntimeWarning, stacklevel=2)
     ctx = _Context(model, tok, cfg, method, state, progress)
     if templates is None and cfg.context_templates is None and state.templates is not None:
         templates = state.templates        # sampled once per run, on the unedited model

@@ -162,8 +162,10 @@ def rect_mask(delta: torch.Tensor, W: torch.Tensor, keep_percent: float = 40.0) 
 def prune_restrain(delta: torch.Tensor, sigma_max: float) -> torch.Tensor:
     """PRUNE: replace every singular value ``σ > σ*`` of ``Δ`` by ``ln σ − ln σ* + σ*``.
 
-    ``σ*`` is the largest singular value of the original weight. The restrained singular values are
-    ``≤ σ`` and grow only logarithmically past ``σ*``.
+    ``σ*`` is the largest singular value of the original weight. Past ``σ*`` the restrained values
+    grow only logarithmically; they are ``≤ σ`` whenever ``σ* ≥ 1`` (true for the weights of real
+    models; for ``σ* < 1`` a value just above ``σ*`` is raised slightly, since the slope of
+    ``ln σ`` there is ``1/σ* > 1`` — this is the formula as published, kept unchanged).
     """
     if sigma_max <= 0:
         raise ValueError(f"sigma_max must be > 0, got {sigma_max}")

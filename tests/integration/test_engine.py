@@ -246,3 +246,19 @@ def test_sampled_templates_are_kept_for_the_whole_run(tiny_llama):
     first = st.templates
     bluebook.edit(model, tok, REQS[1:2], "memit", hparams=cfg, state=st, apply=True, progress=False)
     assert st.templates == first and len(first) == 2
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_edits_with_a_warning(cache_dir, dtype):
+    model, tok = bluebook.tiny_model("tiny-llama")
+    model = model.to(dtype)
+    before = {l: proj_weight(model, l).detach().clone() for l in (0, 1)}
+    with pytest.warns(RuntimeWarning, match="cast back"):
+        res = bluebook.edit(model, tok, REQS[:2], "memit", hparams=_cfg([0, 1], n=20), progress=False)
+    for l in (0, 1):
+        assert torch.equal(proj_weight(model, l), before[l])
+        assert torch.isfinite(res.deltas[l]).all()
+    res.apply()
+    assert proj_weight(model, 1).dtype == dtype and not torch.equal(proj_weight(model, 1), before[1])
+    res.undo()
+    assert torch.equal(proj_weight(model, 1), before[1])
