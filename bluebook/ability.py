@@ -22,19 +22,10 @@ import numpy as np
 import torch
 
 from .data import as_requests
+from .metrics import _device, _eval_mode, _pad_id
+from .tokens import right_pad
 
 STATS_N, STATS_SEED = 1000, 1      # the subset the layer statistics use (StatsConfig defaults)
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _pad_id(tok) -> int:
-    for v in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
-        if v is not None:
-            return int(v)
-    return 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -71,25 +62,15 @@ def token_nll(model, tok, texts: Sequence[str], max_len: int = 256, batch_size: 
     pad = _pad_id(tok)
     ids = [tok(t, truncation=True, max_length=max_len)["input_ids"] for t in texts]
     out: list[torch.Tensor] = []
-    was_training = bool(getattr(model, "training", False))
-    model.eval()
-    try:
+    with _eval_mode(model):
         for s in range(0, len(ids), batch_size):
             chunk = ids[s:s + batch_size]
-            L = max(len(x) for x in chunk)
-            x = torch.full((len(chunk), L), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), L), dtype=torch.long)
-            for r, row in enumerate(chunk):
-                x[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-                mask[r, :len(row)] = 1
+            x, mask = right_pad(chunk, pad)
             logits = model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits.float()
             logp = torch.log_softmax(logits[:, :-1], -1)
             nll = -logp.gather(-1, x[:, 1:].to(dev)[..., None])[..., 0].cpu()
             for r, row in enumerate(chunk):
                 out.append(nll[r, :max(0, len(row) - 1)].double())
-    finally:
-        if was_training:
-            model.train()
     return out
 
 
@@ -122,12 +103,7 @@ def known_fact_hits(model, tok, requests, batch_size: int = 64) -> list[bool]:
     hits: list[bool] = []
     for s in range(0, len(prompts), batch_size):
         chunk = prompts[s:s + batch_size]
-        L = max(len(x) for x in chunk)
-        x = torch.full((len(chunk), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), L), dtype=torch.long)
-        for r, row in enumerate(chunk):
-            x[r, :len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[r, :len(row)] = 1
+        x, mask = right_pad(chunk, pad)
         logits = model(input_ids=x.to(dev), attention_mask=mask.to(dev)).logits
         last = torch.tensor([len(row) - 1 for row in chunk], device=logits.device)
         top = logits[torch.arange(len(chunk), device=logits.device), last].argmax(-1).cpu().tolist()

@@ -63,6 +63,7 @@ import numpy as np
 import torch
 
 from .data import EditRequest, as_requests
+from .tokens import right_pad
 
 __all__ = [
     "continuation_nll",
@@ -173,13 +174,7 @@ def _teacher_forced(model, prefix_ids: Sequence[Sequence[int]], cont_ids: Sequen
     with _eval_mode(model):
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            seqs = [list(prefix_ids[i]) + list(cont_ids[i]) for i in idx]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            for r, s in enumerate(seqs):
-                ids[r, :len(s)] = torch.tensor(s, dtype=torch.long)
-                mask[r, :len(s)] = 1
+            ids, mask = right_pad([list(prefix_ids[i]) + list(cont_ids[i]) for i in idx], pad_id)
             logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
             for r, i in enumerate(idx):
                 plen, clen = len(prefix_ids[i]), len(cont_ids[i])

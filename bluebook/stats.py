@@ -21,6 +21,7 @@ from .config import StatsConfig
 from .hooks import Trace
 from .runs import cache_root, atomic_write_bytes
 from .specs import spec_for, check_layers
+from .tokens import right_pad
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -155,12 +156,7 @@ def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfi
                desc=f"layer stats {layers}", unit="doc", disable=not progress)
     for bi in range(start, len(batches)):
         b = batches[bi]
-        L = max(len(x) for x in b)
-        ids = torch.full((len(b), L), pad, dtype=torch.long)
-        mask = torch.zeros((len(b), L), dtype=torch.long)
-        for q, x in enumerate(b):
-            ids[q, :len(x)] = torch.tensor(x)
-            mask[q, :len(x)] = 1
+        ids, mask = right_pad(b, pad)
         ids, mask = ids.to(device), mask.to(device)
         with Trace(model, names, inputs=True, outputs=False,
                    stop_after=names[-1] if early_stop else None) as tr:

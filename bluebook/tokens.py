@@ -45,3 +45,16 @@ def subject_in_prompt(prompt: str, subject: str, *, field: str = "prompt") -> st
     if n > 1:
         raise ValueError(f"subject {subject!r} occurs {n} times in {field} {prompt!r}; it must occur once")
     return prompt.replace(subject, "{}")
+
+
+def right_pad(seqs, pad_id: int):
+    """Stack token-id lists into ``(ids, mask)`` long tensors, right-padded with ``pad_id``."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, s in enumerate(seqs):
+        ids[r, :len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[r, :len(s)] = 1
+    return ids, mask
