@@ -3,12 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from .runs import _jsonable
+from .runs import _jsonable, atomic_dir
 
 
 def edit_log(results, extra: dict | None = None) -> dict:
@@ -37,18 +34,10 @@ def save_edited(model, tok, path: str | Path, results, extra: dict | None = None
     path = Path(path)
     if any(not r.applied for r in results):
         raise ValueError("every EditResult passed to save_edited must be applied (result.apply())")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    try:
+    with atomic_dir(path) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "edit_log.json").write_text(json.dumps(edit_log(results, extra), indent=2))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -11,14 +11,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from .runs import cache_root, resolve_device
+from .runs import atomic_dir, cache_root, resolve_device
 from .specs import spec_for
 
 EMBEDDED = "smollm2-135m"
@@ -90,9 +88,7 @@ def prepare_embedded_model(force: bool = False, verbose: bool = True) -> Path:
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{EMBEDDED}."))
-    try:
+    with atomic_dir(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
@@ -100,12 +96,6 @@ def prepare_embedded_model(force: bool = False, verbose: bool = True) -> Path:
         (tmp / _MANIFEST).write_text(json.dumps(
             {"source": f"{_GGUF_PACKAGE}/{_GGUF_FILE}", "source_sha256": _sha256(gguf),
              "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

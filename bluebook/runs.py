@@ -1,9 +1,11 @@
 """Run plumbing: seeds, devices, atomic writes of result files."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -76,3 +78,20 @@ def cache_root() -> Path:
     """Root of bluebook's disk caches: ``$BLUEBOOK_CACHE`` or ``~/.cache/bluebook``."""
     root = os.environ.get("BLUEBOOK_CACHE")
     return Path(root).expanduser() if root else Path.home() / ".cache" / "bluebook"
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path):
+    """Yield a temporary folder beside ``path``; on success it replaces ``path`` (a rename), on
+    error it is removed, so ``path`` is never left half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
