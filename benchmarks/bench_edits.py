@@ -1,52 +1,88 @@
-"""Edit wall time per batch for every method variant, split into targets / keys / solve / apply,
-with BLUE / base ratios and peak memory. Statistics are computed (or loaded) before timing.
-Usage: python benchmarks/bench_edits.py [--batch 20 100] [--methods memit,memit_blue,...]"""
+"""Edit wall time per batch for every method variant, split into targets / keys / solve / other
+(statistics lookup, templates, applying the update), with BLUE / base ratios and peak memory.
+
+Each (batch size, variant) runs in its own subprocess, so its peak RSS (and CUDA peak on a GPU) is
+that variant's alone; a baseline worker that only loads the model and the cached statistics gives
+the memory every variant starts from. Statistics are computed (or loaded) once before timing.
+Usage: python benchmarks/bench_edits.py [--batch 20 100] [--methods memit,memit_blue,...] [--device cuda]
+"""
 import argparse
+import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 import bluebook
-from bluebook.specs import proj_weight
 
 from common import peak_rss_mb, write
+
+VARIANTS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
+
+
+def worker(method: str, n: int, device: str) -> dict:
+    model, tok = bluebook.load_model("smollm2-135m", device=device)
+    cfg = bluebook.preset_for(model)
+    state = bluebook.SequentialState()
+    got = bluebook.layer_stats(model, tok, list(cfg.layers), cfg.stats, progress=False)   # cached: a load
+    state.stats = {l: got[l].C for l in cfg.layers}
+    row = {"batch": n, "method": method}
+    if method != "baseline":
+        reqs = bluebook.load_counterfact(n=n)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        res = bluebook.edit(model, tok, reqs, method, state=state, apply=True, progress=False)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        tm = res.diagnostics["timings"]
+        row.update(wall_s=wall, **tm, other=wall - sum(tm.values()),
+                   target_steps_mean={l: sum(t.steps) / len(t.steps) for l, t in res.targets.items()},
+                   layers_changed=res.changed_layers())
+    row["peak_rss_mb"] = peak_rss_mb()
+    if torch.cuda.is_available():
+        row["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return row
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, nargs="+", default=[20])
-    ap.add_argument("--methods", default=",".join(m for m in bluebook.METHODS if not m.startswith("memit_seq")))
+    ap.add_argument("--batch", type=int, nargs="+", default=[20, 100])
+    ap.add_argument("--methods", default=",".join(VARIANTS))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--worker", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.worker:
+        print("ROW " + json.dumps(worker(args.worker[0], int(args.worker[1]), args.device)), flush=True)
+        return
     model, tok = bluebook.load_model("smollm2-135m", device=args.device)
-    methods = args.methods.split(",")
     cfg = bluebook.preset_for(model)
     bluebook.layer_stats(model, tok, list(cfg.layers), cfg.stats)           # warm the cache
+    del model
+
+    def run(method, n):
+        p = subprocess.run([sys.executable, __file__, "--device", args.device, "--worker", method, str(n)],
+                           capture_output=True, text=True, cwd=Path(__file__).parent)
+        if p.returncode != 0:
+            raise RuntimeError(f"{method} @ {n} failed:\n{p.stderr[-3000:]}")
+        return json.loads(next(l for l in p.stdout.splitlines() if l.startswith("ROW "))[4:])
+
+    base = run("baseline", 0)
+    print("baseline (model + statistics loaded):", base, flush=True)
     rows = []
     for n in args.batch:
-        reqs = bluebook.load_counterfact(n=n)
-        for method in methods:
-            state = bluebook.SequentialState()
-            saved = {l: proj_weight(model, l).detach().clone() for l in cfg.layers}
-            if torch.cuda.is_available():
-                torch.cuda.reset_peak_memory_stats()
-            t0 = time.perf_counter()
-            res = bluebook.edit(model, tok, reqs, method, state=state, apply=True, progress=False)
-            wall = time.perf_counter() - t0
-            with torch.no_grad():
-                for l, w in saved.items():
-                    proj_weight(model, l).copy_(w)
-            row = {"batch": n, "method": method, "wall_s": wall, **res.diagnostics["timings"],
-                   "target_steps_mean": {l: sum(t.steps) / len(t.steps) for l, t in res.targets.items()},
-                   "peak_rss_mb": peak_rss_mb()}
-            if torch.cuda.is_available():
-                row["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        for method in args.methods.split(","):
+            row = run(method, n)
+            row["rss_over_baseline_mb"] = row["peak_rss_mb"] - base["peak_rss_mb"]
             rows.append(row)
-            print(row, flush=True)
+            print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
     by = {(r["batch"], r["method"]): r["wall_s"] for r in rows}
     ratios = {f"{m}@{n}": by[(n, m + "_blue")] / by[(n, m)] for (n, m) in by if (n, m + "_blue") in by}
-    print("BLUE / base wall-time ratios:", ratios)
-    print("wrote", write("edits", {"rows": rows, "blue_over_base": ratios}))
+    print("BLUE / base wall-time ratios:", {k: round(v, 3) for k, v in ratios.items()})
+    print("wrote", write("edits", {"baseline": base, "rows": rows, "blue_over_base": ratios}))
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from .runs import atomic_write_bytes
 from .specs import check_layers, math_weight, proj_weight, spec_for, to_storage
 from .targets import TargetResult, optimize_targets
 from .templates import context_templates
+from .tokens import check_tokenizer
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +234,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     if not requests:
         raise ValueError("requests is empty: give at least one EditRequest")
     spec_for(model)
+    check_tokenizer(model, tok)
     cfg = _resolve_config(model, method, hparams, layers)
     crit = check_layers(model, cfg.layers, field="layers")
     if method.blue:

@@ -153,3 +153,35 @@ def patched_weights(model: torch.nn.Module, deltas: dict[int, torch.Tensor]):
         with torch.no_grad():
             for l, w in saved.items():
                 proj_weight(model, l).copy_(w)
+
+
+@contextlib.contextmanager
+def skip_blocks(model: torch.nn.Module, layer: int, output: torch.Tensor):
+    """Inside the block, blocks ``0..layer-1`` pass their input through untouched and block
+    ``layer`` returns ``output`` without computing anything.
+
+    For re-running only the blocks above ``layer`` when everything at and below it is known to be
+    unchanged (``output`` was recorded from a real pass over the same tokens). Forward hooks on
+    block ``layer`` still fire, so :func:`edit_output` can add to the recorded output. Only valid for
+    blocks that return a bare tensor (transformers ≥ 5); the original ``forward`` attributes
+    (including ones set by accelerate) are put back on exit, also when the body raises.
+    """
+    spec = spec_for(model)
+    mods = [get_module(model, spec.block_name(i)) for i in range(layer + 1)]
+    saved = [m.__dict__.get("forward") for m in mods]
+
+    def passthrough(*args, **kwargs):
+        return args[0] if args else kwargs["hidden_states"]
+
+    def recorded(*args, **kwargs):
+        return output
+    try:
+        for i, m in enumerate(mods):
+            m.forward = recorded if i == layer else passthrough
+        yield
+    finally:
+        for m, old in zip(mods, saved):
+            if old is None:
+                m.__dict__.pop("forward", None)
+            else:
+                m.forward = old

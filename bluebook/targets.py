@@ -7,7 +7,9 @@ The loss is the reference one: mean target NLL over the context-prefixed rewriti
 Speed without changing the math: δ is added to block ``l``'s output at the subject's last token,
 so (causal attention) every position before it is the same at every step. Those positions are run
 once and kept as a KV cache; each step runs only the remaining positions, with δ injected at the
-first of them, and computes logits only where the loss reads them. All requests of a batch share
+first of them, and computes logits only where the loss reads them. Those positions' states at and
+below block ``l`` do not depend on δ either: the first step records block ``l``'s output and later
+steps run only the blocks above it. Rows are grouped by suffix length, so little padding is computed. All requests of a batch share
 one forward/backward pass; each has its own early stop, clamp and Adam moments, so the result is
 what optimising each request alone gives (tests check this against a plain re-implementation).
 """
@@ -21,10 +23,10 @@ from tqdm.auto import tqdm
 
 from .config import TargetConfig
 from .data import EditRequest
-from .hooks import edit_output
+from .hooks import edit_output, skip_blocks
 from .specs import spec_for, num_layers, check_layers
 from .templates import flatten, validate
-from .tokens import subject_last_index
+from .tokens import check_tokenizer, subject_last_index
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
@@ -113,72 +115,72 @@ def _returned_cache(out):
     return c if c is not None else getattr(out, "past_key_values")
 
 
+def _gemm_cost(tokens: int) -> float:
+    """Relative time of a pass over ``tokens`` positions: matrix products with few rows run below
+    peak (measured on 2 CPU cores: ~40 % of peak at 8 rows, ~67 % at 24-40, ~100 % from 256), plus a
+    fixed per-pass overhead worth a few tokens."""
+    if tokens >= 256:
+        eff = 1.0
+    elif tokens >= 40:
+        eff = 0.67 + 0.33 * (tokens - 40) / 216
+    else:
+        eff = max(0.4, 0.4 + 0.27 * (tokens - 8) / 32)
+    return 4.0 + tokens / eff
+
+
+def _suffix_groups(lengths: list[int]) -> list[list[int]]:
+    """Partition rows (by suffix length) into padded groups of least modelled cost.
+
+    Rows are sorted by length and split into contiguous runs by dynamic programming over the distinct
+    lengths: merging trades padding (wasted positions) against larger, faster matrix products.
+    """
+    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
+    buckets: list[list[int]] = []
+    for r in order:
+        if buckets and lengths[buckets[-1][0]] == lengths[r]:
+            buckets[-1].append(r)
+        else:
+            buckets.append([r])
+    B = len(buckets)
+    best = [0.0] + [float("inf")] * B
+    cut = [0] * (B + 1)
+    for j in range(1, B + 1):
+        count = 0
+        for i in range(j - 1, -1, -1):
+            count += len(buckets[i])
+            c = best[i] + _gemm_cost(count * lengths[buckets[j - 1][0]])
+            if c < best[j]:
+                best[j], cut[j] = c, i
+    groups, j = [], B
+    while j > 0:
+        i = cut[j]
+        groups.append([r for b in buckets[i:j] for r in b])
+        j = i
+    return groups[::-1]
+
+
 class _PrefixCache:
     """KV cache of every row's positions before the subject's last token, plus its suffix tokens.
 
-    Prefixes are run once (no grad) in groups of equal length, so no compute goes to padding, and
-    stored left-padded to a common length with zero keys/values at the pads (masked out anyway).
-    Suffixes are grouped by exact length, so each optimisation step runs no padding either.
+    Prefixes are run once (no grad) in groups of equal length, so no compute goes to padding.
+    Suffixes are grouped by length (:func:`_suffix_groups` trades padding against matrix-product
+    size); each group keeps its own contiguous copy of its rows' prefix keys/values (left-padded to the group's
+    longest prefix, masked). After the first step, :meth:`record` keeps block ``l``'s output for
+    the suffix positions (it does not depend on δ), and later steps run only the blocks above ``l``.
     """
 
-    def __init__(self, model, rows: _Rows, pad_id: int, device, min_tokens: int = 256):
+    def __init__(self, model, rows: _Rows, pad_id: int, device):
         R = len(rows.ids)
-        self.P = P = max(rows.idx)
         self.device = device
         base = model.base_model
         self.cache_kw = _cache_kwarg(base)
-        self.kv = None
-        pmask = torch.zeros((R, P), dtype=torch.long)
-        for r, i in enumerate(rows.idx):
-            if i > 0:
-                pmask[r, P - i:] = 1
-        if P > 0:
-            # Rows sorted by prefix length, run in chunks right-padded to the chunk's longest prefix:
-            # causal attention keeps real positions blind to the pads after them, so no mask is needed.
-            order = sorted((r for r in range(R) if rows.idx[r] > 0), key=lambda r: rows.idx[r])
-            kv = None
-            for c0 in range(0, len(order), 64):
-                rs = order[c0:c0 + 64]
-                Lg = rows.idx[rs[-1]]
-                ids = torch.full((len(rs), Lg), pad_id, dtype=torch.long)
-                for q, r in enumerate(rs):
-                    ids[q, :rows.idx[r]] = torch.tensor(rows.ids[r][:rows.idx[r]])
-                pos = torch.arange(Lg, device=device).expand(len(rs), Lg)
-                with torch.no_grad():
-                    out = base(input_ids=ids.to(device), position_ids=pos, use_cache=True)
-                layers = _returned_cache(out).layers
-                if kv is None:
-                    kv = []
-                    for layer in layers:
-                        k = layer.keys
-                        shape = (R, k.shape[1], P, k.shape[3])
-                        kv.append((torch.zeros(shape, dtype=k.dtype, device=device),
-                                   torch.zeros(shape, dtype=layer.values.dtype, device=device)))
-                by_len: dict[int, list[int]] = {}
-                for q, r in enumerate(rs):
-                    by_len.setdefault(rows.idx[r], []).append(q)
-                for i, qs in by_len.items():
-                    src = torch.tensor(qs, device=device)
-                    dst = torch.tensor([rs[q] for q in qs], device=device)
-                    for (K, V), layer in zip(kv, layers):
-                        K[dst, :, P - i:] = layer.keys[src, :, :i]
-                        V[dst, :, P - i:] = layer.values[src, :, :i]
-            self.kv = kv
-        self.pmask = pmask.to(device)
-        # Suffix groups: rows sorted by suffix length, merged until a group holds >= min_tokens
-        # (padded) tokens, so matrix products stay large. Pads go after each row's real tokens:
-        # causal attention keeps real positions blind to them, and their outputs are never read.
-        order = sorted(range(R), key=lambda r: len(rows.ids[r]) - rows.idx[r])
-        self.groups: dict[int, list[int]] = {}
-        cur: list[int] = []
-        for r in order:
-            cur.append(r)
-            if len(cur) * (len(rows.ids[r]) - rows.idx[r]) >= min_tokens:
-                self.groups[len(self.groups)] = cur
-                cur = []
-        if cur:
-            self.groups[len(self.groups)] = cur
-        self.suf, self.spos, self.rows_t = {}, {}, {}
+        self.config = model.config
+        # Suffix groups: runs of rows sorted by suffix length, padded (after the real tokens, where
+        # causal attention keeps real positions blind to them) to the group's longest suffix.
+        self.groups = {g: rs for g, rs in enumerate(_suffix_groups(
+            [len(rows.ids[r]) - rows.idx[r] for r in range(R)]))}
+        self.suf, self.spos, self.rows_t, self.pmask, self.kv = {}, {}, {}, {}, {}
+        self.block_out: dict[int, torch.Tensor] = {}
         for g, rs in self.groups.items():
             S = max(len(rows.ids[r]) - rows.idx[r] for r in rs)
             ids = torch.full((len(rs), S), pad_id, dtype=torch.long)
@@ -188,21 +190,85 @@ class _PrefixCache:
             self.suf[g] = ids.to(device)
             self.spos[g] = torch.tensor([[rows.idx[r] + q for q in range(S)] for r in rs], device=device)
             self.rows_t[g] = torch.tensor(rs, device=device)
+            P = max(rows.idx[r] for r in rs)
+            pmask = torch.zeros((len(rs), P), dtype=torch.long)
+            for q, r in enumerate(rs):
+                if rows.idx[r] > 0:
+                    pmask[q, P - rows.idx[r]:] = 1
+            self.pmask[g] = pmask.to(device)
+            self.kv[g] = self._prefix_kv(base, rows, rs, P, pad_id) if P > 0 else None
 
-    def forward(self, model, s: int, sel: torch.Tensor):
-        """Run suffix group ``s`` restricted to its rows ``sel`` (indices into the group)."""
-        rows = self.rows_t[s][sel]
-        S = self.suf[s].shape[1]
-        mask = torch.cat([self.pmask[rows], torch.ones((rows.numel(), S), dtype=torch.long,
-                                                        device=self.device)], 1)
+    def _prefix_kv(self, base, rows: _Rows, rs: list[int], P: int, pad_id: int):
+        """Keys/values of the rows' prefixes, left-padded to ``P`` with zeros (masked out)."""
+        kv = None
+        # Rows sorted by prefix length, run in chunks right-padded to the chunk's longest prefix:
+        # causal attention keeps real positions blind to the pads after them, so no mask is needed.
+        order = sorted((q for q in range(len(rs)) if rows.idx[rs[q]] > 0), key=lambda q: rows.idx[rs[q]])
+        for c0 in range(0, len(order), 64):
+            qs = order[c0:c0 + 64]
+            Lg = rows.idx[rs[qs[-1]]]
+            ids = torch.full((len(qs), Lg), pad_id, dtype=torch.long)
+            for a, q in enumerate(qs):
+                ids[a, :rows.idx[rs[q]]] = torch.tensor(rows.ids[rs[q]][:rows.idx[rs[q]]])
+            pos = torch.arange(Lg, device=self.device).expand(len(qs), Lg)
+            with torch.no_grad():
+                out = base(input_ids=ids.to(self.device), position_ids=pos, use_cache=True)
+            layers = _returned_cache(out).layers
+            if kv is None:
+                kv = []
+                for layer in layers:
+                    shape = (len(rs), layer.keys.shape[1], P, layer.keys.shape[3])
+                    kv.append((torch.zeros(shape, dtype=layer.keys.dtype, device=self.device),
+                               torch.zeros(shape, dtype=layer.values.dtype, device=self.device)))
+            for a, q in enumerate(qs):
+                i = rows.idx[rs[q]]
+                for (K, V), layer in zip(kv, layers):
+                    K[q, :, P - i:] = layer.keys[a, :, :i]
+                    V[q, :, P - i:] = layer.values[a, :, :i]
+        return kv
+
+    def record(self, g: int, out: torch.Tensor):
+        """Keep block ``l``'s output (before δ) for every row of group ``g``."""
+        self.block_out[g] = out.detach()
+
+    def forward(self, model, g: int, sel: torch.Tensor, layer: int):
+        """Run group ``g`` restricted to its rows ``sel`` (indices into the group).
+
+        Once the group's block-``layer`` output is recorded, blocks up to ``layer`` are skipped.
+        """
+        full = sel.numel() == self.rows_t[g].numel()
+        S = self.suf[g].shape[1]
+        pm = self.pmask[g] if full else self.pmask[g][sel]
+        mask = torch.cat([pm, torch.ones((pm.shape[0], S), dtype=torch.long, device=self.device)], 1)
         kw = {}
-        if self.kv is not None:
+        if self.kv[g] is not None:
             from transformers import DynamicCache
-            kw[self.cache_kw] = DynamicCache(ddp_cache_data=[(k[rows], v[rows]) for k, v in self.kv],
-                                             config=model.config)
-        out = model.base_model(input_ids=self.suf[s][sel], attention_mask=mask,
-                               position_ids=self.spos[s][sel], use_cache=True, **kw)
-        return out.last_hidden_state
+            data = self.kv[g] if full else [(k[sel], v[sel]) for k, v in self.kv[g]]
+            kw[self.cache_kw] = DynamicCache(ddp_cache_data=data, config=self.config)
+        run = lambda: model.base_model(input_ids=self.suf[g][sel], attention_mask=mask,
+                                       position_ids=self.spos[g][sel], use_cache=True, **kw).last_hidden_state
+        if g not in self.block_out:
+            return run()
+        rec = self.block_out[g] if full else self.block_out[g][sel]
+        with skip_blocks(model, layer, rec):
+            return run()
+
+
+def _blocks_return_tensors(model, layer: int) -> bool:
+    """Whether block ``layer`` returns a bare hidden-state tensor (checked on a one-token pass)."""
+    seen = {}
+    name = spec_for(model).block_name(layer)
+    from .specs import get_module
+    def hook(module, args, out):
+        seen["bare"] = isinstance(out, torch.Tensor)
+    handle = get_module(model, name).register_forward_hook(hook)
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            model.base_model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
+    finally:
+        handle.remove()
+    return bool(seen.get("bare"))
 
 
 def optimize_targets(model, tok, requests: list[EditRequest], layer: int, cfg: TargetConfig | None = None,
@@ -217,6 +283,7 @@ def optimize_targets(model, tok, requests: list[EditRequest], layer: int, cfg: T
     if not requests:
         raise ValueError("requests is empty: nothing to optimise")
     layer = check_layers(model, [layer], field="layer")[0]
+    check_tokenizer(model, tok)
     if loss_layer is not None and loss_layer != num_layers(model) - 1:
         raise NotImplementedError("only the final layer's logits are supported as the loss layer "
                                   "(the reference's v_loss_layer is always the last block)")
@@ -239,6 +306,9 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
     cache = _PrefixCache(model, rows, pad_id, device)
     _, head = _base_and_head(model)
     block = spec_for(model).block_name(layer)
+    # Blocks at and below ``layer`` can be skipped after the first step when they return bare tensors
+    # (transformers >= 5); otherwise every step runs the whole stack (same result, slower).
+    skippable = _blocks_return_tensors(model, layer)
 
     # Flat index tensors over every logit the loss reads ("entries"), built once.
     n_rw = [0] * n
@@ -295,14 +365,16 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
                 g_rows = grp[sel]
                 owner = local_req[row_req[g_rows]]
 
-                def inject(h, d_act=d_act, owner=owner, g_rows=g_rows, first_pass=first_pass):
+                def inject(h, d_act=d_act, owner=owner, g_rows=g_rows, first_pass=first_pass, g=slen):
                     if first_pass:   # δ = 0 here: h at the subject's last token of the bare prompt is h0
                         is_first = first_rows[row_req[g_rows]] == g_rows
                         h0[row_req[g_rows][is_first]] = h[is_first, 0].detach().float()
+                        if skippable:
+                            cache.record(g, h)
                     return torch.cat([h[:, :1] + d_act[owner].to(h.dtype)[:, None, :], h[:, 1:]], 1)
 
                 with edit_output(model, block, inject):
-                    hs_g = cache.forward(model, slen, sel)
+                    hs_g = cache.forward(model, slen, sel, layer)
                 hs_parts.append(hs_g)
                 hs_rows.append(g_rows)
             S_max = max(h.shape[1] for h in hs_parts)

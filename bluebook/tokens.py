@@ -58,3 +58,17 @@ def right_pad(seqs, pad_id: int):
         ids[r, :len(s)] = torch.as_tensor(list(s), dtype=torch.long)
         mask[r, :len(s)] = 1
     return ids, mask
+
+
+def check_tokenizer(model, tok) -> None:
+    """Refuse a tokenizer that cannot belong to ``model``: one whose ids run past the model's
+    embedding table (a request list tokenized for another model would index out of range or,
+    worse, silently read other tokens' embeddings)."""
+    emb = model.get_input_embeddings()
+    rows = getattr(emb, "num_embeddings", None) or emb.weight.shape[0]
+    n_tok = len(tok)
+    if n_tok > rows:
+        name = getattr(tok, "name_or_path", "") or type(tok).__name__
+        model_name = getattr(model.config, "_name_or_path", "") or model.config.model_type
+        raise ValueError(f"tokenizer {name!r} has {n_tok} tokens but the model {model_name!r} embeds only {rows}: "
+                         "the tokenizer belongs to another model (load both with bluebook.load_model)")

@@ -1,0 +1,201 @@
+"""Reliability: every bad input named in the error, exact restores after failures in each stage,
+bitwise reproducibility with sampled templates, and the block-skipping path of the target loop."""
+import warnings
+
+import pytest
+import torch
+
+import bluebook
+from bluebook import EditRequest
+from bluebook.config import EditConfig, StatsConfig, TargetConfig
+from bluebook.hooks import hook_count, skip_blocks
+from bluebook.metrics import evaluate_counterfact
+from bluebook.specs import proj_weight, spec_for, get_module
+from bluebook import solvers
+
+REQ = EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0,
+                  paraphrase_prompts=["Paris is lovely. The capital of France is"],
+                  neighborhood_prompts=["The capital of Germany is"])
+CFG = EditConfig(layers=(0, 1, 2), lam=1e-2, target=TargetConfig(steps=3),
+                 stats=StatsConfig(n_samples=20, max_len=48), template_seed=5)
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _same(model, saved):
+    return all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+
+
+# ---------------------------------------------------------------- bad input: field and value named
+@pytest.mark.parametrize("make, match", [
+    (lambda: EditRequest.from_prompt("The capital of Italy is", "France", "Rome"), r"'France' does not occur"),
+    (lambda: EditRequest.from_prompt("France is next to France", "France", "Rome"), r"'France' occurs 2 times"),
+    (lambda: EditRequest("The capital of France is", "France", "Rome"), r"exactly one '\{\}'"),
+    (lambda: EditRequest("The capital of {} is", "France", ""), r"target_new.*''"),
+    (lambda: EditRequest("The capital of {} is", "France", "   "), r"target_new.*'   '"),
+    (lambda: EditRequest("The capital of {} is", "France", "Paris", "Paris"), r"'Paris' is identical"),
+    (lambda: EditRequest("The capital of {} is", "  ", "Rome"), r"subject.*'  '"),
+])
+def test_request_errors_name_field_and_value(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_tokenizer_of_another_model_is_refused(smollm2, cache_dir):
+    model, _ = bluebook.tiny_model("tiny-llama")
+    _, big_tok = smollm2
+    saved = _weights(model)
+    with pytest.raises(ValueError, match=r"49152 tokens.*embeds only 2048"):
+        bluebook.edit(model, big_tok, [REQ], "memit", hparams=CFG, progress=False)
+    with pytest.raises(ValueError, match="another model"):
+        bluebook.optimize_targets(model, big_tok, [REQ], 1, progress=False)
+    assert _same(model, saved)
+
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(method="memitt"), r"unknown method 'memitt'"),
+    (dict(layers=[0, 7]), r"layer 7, out of range for a 4-layer model"),
+    (dict(layers=[]), r"layers is empty"),
+    (dict(method="alphaedit_blue", layers=[2]), r"BLUE needs at least two critical layers, got layers=\[2\]"),
+])
+def test_edit_arguments_named(kw, match, cache_dir):
+    model, tok = bluebook.tiny_model("tiny-gpt2")
+    saved = _weights(model)
+    kw = {"method": "memit", **kw}
+    hp = CFG if "layers" not in kw else {"layers": kw.pop("layers"), "stats": {"n_samples": 20, "max_len": 48}}
+    with pytest.raises(ValueError, match=match):
+        bluebook.edit(model, tok, [REQ], kw["method"], hparams=hp, progress=False)
+    assert _same(model, saved)
+
+
+def test_unsupported_model_type_named():
+    from transformers import BertConfig, BertModel
+    m = BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+    with pytest.raises(ValueError, match=r"model_type='bert'"):
+        spec_for(m)
+
+
+def test_statistics_with_nan_or_wrong_shape_refused():
+    K, R = torch.randn(8, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64)
+    C = torch.eye(8, dtype=torch.float64)
+    bad = C.clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="C contains 1 NaN/inf"):
+        solvers.memit_delta(K, R, bad, 1.0)
+    with pytest.raises(ValueError, match=r"C must be \(8, 8\) to match K, got \(7, 7\)"):
+        solvers.memit_delta(K, R, torch.eye(7, dtype=torch.float64), 1.0)
+
+
+def test_singular_refused_and_ill_conditioned_warned_never_nan():
+    K = torch.zeros(6, 2, dtype=torch.float64)
+    R = torch.ones(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="singular"):
+        solvers.memit_delta(K, R, torch.zeros(6, 6, dtype=torch.float64), 0.0)
+    C = torch.diag(torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 1e-15], dtype=torch.float64))
+    with pytest.warns(RuntimeWarning, match="ill-conditioned"):
+        D = solvers.memit_delta(torch.randn(6, 2, dtype=torch.float64) * 1e-9, R, C, 1.0)
+    assert torch.isfinite(D).all()
+
+
+# ---------------------------------------------------------------- exact restore after failures
+@pytest.mark.parametrize("stage", ["stats", "targets", "keys", "solve", "post"])
+def test_weights_bit_identical_after_failure_in_each_stage(stage, cache_dir, monkeypatch):
+    import bluebook.editing as E
+    import bluebook.stats as S
+    model, tok = bluebook.tiny_model("tiny-llama")
+    saved = _weights(model)
+
+    def boom(*a, **k):
+        raise RuntimeError(f"boom in {stage}")
+    target = {"stats": (S, "layer_stats"), "targets": (E, "optimize_targets"), "keys": (E, "read_states"),
+              "solve": (bluebook.solvers, "memit_delta"), "post": (bluebook.solvers, "rect_mask")}[stage]
+    if stage == "stats":
+        monkeypatch.setattr(*target, boom)
+    elif stage == "solve":
+        calls = {"n": 0}
+        orig = bluebook.solvers.memit_delta
+
+        def second_fails(*a, **k):     # the first layer's update is already written when this raises
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise RuntimeError("boom in solve")
+            return orig(*a, **k)
+        monkeypatch.setattr(bluebook.solvers, "memit_delta", second_fails)
+    else:
+        monkeypatch.setattr(*target, boom)
+    method = "rect" if stage == "post" else "memit"
+    with pytest.raises(RuntimeError, match="boom"):
+        bluebook.edit(model, tok, [REQ], method, hparams=CFG, progress=False, apply=True)
+    assert _same(model, saved)
+    assert hook_count(model) == 0
+
+
+def test_weights_restored_after_failure_inside_evaluation_and_context(cache_dir, monkeypatch):
+    import bluebook.metrics as M
+    model, tok = bluebook.tiny_model("tiny-gptj")
+    saved = _weights(model)
+    res = bluebook.edit(model, tok, [REQ], "memit_blue", hparams=CFG, progress=False)
+    assert _same(model, saved)
+    monkeypatch.setattr(M, "_teacher_forced", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("eval boom")))
+    with pytest.raises(RuntimeError, match="eval boom"):
+        with res:
+            assert not _same(model, saved)
+            evaluate_counterfact(model, tok, [REQ])
+    assert _same(model, saved) and not res.applied
+    res.apply()
+    res.undo()
+    assert _same(model, saved)
+
+
+# ---------------------------------------------------------------- reproducibility
+def test_same_seed_same_templates_targets_edits_metrics(cache_dir):
+    model, tok = bluebook.tiny_model("tiny-llama")
+    runs = []
+    for _ in range(2):
+        res = bluebook.edit(model, tok, [REQ], "alphaedit_blue", hparams=CFG, progress=False)
+        with res:
+            cases = evaluate_counterfact(model, tok, [REQ])
+        runs.append((res, cases))
+    (a, ca), (b, cb) = runs
+    assert a.state.templates == b.state.templates and len(flat := [t for g in a.state.templates for t in g]) > 1
+    for l in a.targets:
+        assert torch.equal(a.targets[l].z, b.targets[l].z)
+    for l in a.deltas:
+        assert torch.equal(a.deltas[l], b.deltas[l])
+    assert ca == cb
+    other = bluebook.edit(model, tok, [REQ], "alphaedit_blue", hparams={**{"template_seed": 6}, "layers": [0, 1, 2],
+                                                                        "lam": 1e-2, "target": {"steps": 3},
+                                                                        "stats": {"n_samples": 20, "max_len": 48}},
+                          progress=False)
+    assert other.state.templates != a.state.templates
+
+
+# ---------------------------------------------------------------- block skipping in the v* loop
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-gptj", "tiny-llama"])
+def test_targets_with_and_without_block_skipping_agree(kind, monkeypatch):
+    import bluebook.targets as T
+    model, tok = bluebook.tiny_model(kind)
+    reqs = [REQ, EditRequest("{} plays the sport of", "Michael Jordan", "soccer", "basketball")]
+    tmpl = (("{}",), ("The day was long. {}", "Because. {}"))
+    cfg = TargetConfig(steps=5)
+    fast = T.optimize_targets(model, tok, reqs, 2, cfg, tmpl, progress=False)
+    assert T._blocks_return_tensors(model, 2)
+    monkeypatch.setattr(T, "_blocks_return_tensors", lambda *a: False)
+    slow = T.optimize_targets(model, tok, reqs, 2, cfg, tmpl, progress=False)
+    assert (fast.z - slow.z).abs().max() < 1e-5
+    assert fast.steps == slow.steps
+
+
+def test_skip_blocks_puts_forwards_back_on_error():
+    model, tok = bluebook.tiny_model("tiny-llama")
+    blocks = [get_module(model, spec_for(model).block_name(i)) for i in range(3)]
+    sentinel = blocks[1].forward
+    blocks[1].forward = sentinel          # an instance attribute, like accelerate's hooks set
+    with pytest.raises(RuntimeError, match="inside"):
+        with skip_blocks(model, 2, torch.zeros(1, 1, 64)):
+            assert blocks[0].forward(torch.ones(2)) is not None
+            raise RuntimeError("inside")
+    assert "forward" not in blocks[0].__dict__ and "forward" not in blocks[2].__dict__
+    assert blocks[1].__dict__["forward"] is sentinel
