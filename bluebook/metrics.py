@@ -148,6 +148,25 @@ def _mean(xs) -> float | None:
     return float(np.mean(xs)) if xs else None
 
 
+def _logits_at(model, ids: torch.Tensor, mask: torch.Tensor, spans) -> list[torch.Tensor]:
+    """Logits of each row ``r`` at positions ``start_r .. start_r + len_r - 1`` (a list of tensors).
+
+    The output head runs only at those positions (it is the largest matrix of a small model); models
+    whose logits are post-processed beyond the head (soft-capping, scaling) get a full forward.
+    """
+    cfg = getattr(model, "config", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if (cfg is None or head is None or not hasattr(model, "base_model")
+            or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None)):
+        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return [logits[r, a:a + n] for r, (a, n) in enumerate(spans)]
+    hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    rows = torch.cat([torch.arange(a, a + n) for a, n in spans]).to(hidden.device)
+    owner = torch.cat([torch.full((n,), r) for r, (a, n) in enumerate(spans)]).to(hidden.device)
+    out = head(hidden[owner, rows])
+    return list(out.split([n for _, n in spans]))
+
+
 @torch.no_grad()
 def _teacher_forced(model, prefix_ids: Sequence[Sequence[int]], cont_ids: Sequence[Sequence[int]],
                     pad_id: int, batch_size: int = 64) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -175,11 +194,12 @@ def _teacher_forced(model, prefix_ids: Sequence[Sequence[int]], cont_ids: Sequen
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             ids, mask = right_pad([list(prefix_ids[i]) + list(cont_ids[i]) for i in idx], pad_id)
-            logits = model(input_ids=ids.to(dev), attention_mask=mask.to(dev), use_cache=False).logits
+            # the logits at position t predict token t + 1: only the positions before each
+            # continuation token go through the output head
+            spans = [(len(prefix_ids[i]) - 1, len(cont_ids[i])) for i in idx]
+            logits = _logits_at(model, ids.to(dev), mask.to(dev), spans)
             for r, i in enumerate(idx):
-                plen, clen = len(prefix_ids[i]), len(cont_ids[i])
-                # the logits at position t predict token t + 1
-                rows = logits[r, plen - 1:plen - 1 + clen].float()
+                rows = logits[r].float()
                 target = torch.tensor(cont_ids[i], dtype=torch.long, device=rows.device)
                 lp = torch.log_softmax(rows, dim=-1).gather(1, target[:, None])[:, 0]
                 hits = rows.argmax(dim=-1) == target

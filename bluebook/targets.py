@@ -162,7 +162,7 @@ def _suffix_groups(lengths: list[int]) -> list[list[int]]:
 class _PrefixCache:
     """KV cache of every row's positions before the subject's last token, plus its suffix tokens.
 
-    Prefixes are run once (no grad) in groups of equal length, so no compute goes to padding.
+    Prefixes are run once (no grad), sorted by length in chunks, so little compute goes to padding.
     Suffixes are grouped by length (:func:`_suffix_groups` trades padding against matrix-product
     size); each group keeps its own contiguous copy of its rows' prefix keys/values (left-padded to the group's
     longest prefix, masked). After the first step, :meth:`record` keeps block ``l``'s output for
@@ -196,7 +196,17 @@ class _PrefixCache:
                 if rows.idx[r] > 0:
                     pmask[q, P - rows.idx[r]:] = 1
             self.pmask[g] = pmask.to(device)
-            self.kv[g] = self._prefix_kv(base, rows, rs, P, pad_id) if P > 0 else None
+        # One pass over every row's prefix; each group then keeps a contiguous copy of its rows.
+        P_all = max(rows.idx)
+        kv = self._prefix_kv(base, rows, list(range(R)), P_all, pad_id) if P_all > 0 else None
+        for g, rs in self.groups.items():
+            P = self.pmask[g].shape[1]
+            if kv is None or P == 0:
+                self.kv[g] = None
+                continue
+            sel = self.rows_t[g]
+            self.kv[g] = [(K[sel, :, P_all - P:].contiguous(), V[sel, :, P_all - P:].contiguous()) for K, V in kv]
+        del kv
 
     def _prefix_kv(self, base, rows: _Rows, rs: list[int], P: int, pad_id: int):
         """Keys/values of the rows' prefixes, left-padded to ``P`` with zeros (masked out)."""

@@ -12,6 +12,9 @@ import importlib.util
 import pytest
 import torch
 
+import bluebook
+import torch
+
 from bluebook import metrics as M
 from bluebook.data import EditRequest
 from bluebook.models import TINY, tiny_model
@@ -190,3 +193,19 @@ def test_unedited_smollm2_prefers_the_truth():
     assert summary["efficacy"] == 0.0
     assert summary["score"] == 0.0
     assert summary["consistency"] is None and summary["fluency"] is None
+
+
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-gptj", "tiny-llama"])
+def test_head_only_at_scored_positions_equals_full_logits(kind):
+    from bluebook.metrics import _logits_at
+    from bluebook.tokens import right_pad
+    model, tok = bluebook.tiny_model(kind)
+    seqs = [tok(t)["input_ids"] for t in ("The capital of France is Paris", "Hi there", "A b c d e f g h")]
+    ids, mask = right_pad(seqs, tok.pad_token_id)
+    spans = [(2, 3), (0, 1), (4, 4)]
+    with torch.no_grad():
+        full = model(input_ids=ids, attention_mask=mask).logits
+        got = _logits_at(model, ids, mask, spans)
+    for r, (a, n) in enumerate(spans):
+        assert got[r].shape == (n, full.shape[-1])
+        assert torch.allclose(got[r], full[r, a:a + n], atol=1e-5)
