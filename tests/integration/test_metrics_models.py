@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import bluebook
-import torch
 
 from bluebook import metrics as M
 from bluebook.data import EditRequest
