@@ -9,9 +9,10 @@ so (causal attention) every position before it is the same at every step. Those 
 once and kept as a KV cache; each step runs only the remaining positions, with δ injected at the
 first of them, and computes logits only where the loss reads them. Those positions' states at and
 below block ``l`` do not depend on δ either: the first step records block ``l``'s output and later
-steps run only the blocks above it. Rows are grouped by suffix length, so little padding is computed. All requests of a batch share
-one forward/backward pass; each has its own early stop, clamp and Adam moments, so the result is
-what optimising each request alone gives (tests check this against a plain re-implementation).
+steps run only the blocks above it. Rows are grouped by suffix length, so little padding is
+computed. All requests of a batch share one forward/backward pass; each has its own early stop,
+clamp and Adam moments, so the result is what optimising each request alone gives (tests check
+this against a plain re-implementation).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from tqdm.auto import tqdm
 from .config import TargetConfig
 from .data import EditRequest
 from .hooks import edit_output, skip_blocks
-from .specs import spec_for, num_layers, check_layers
+from .specs import check_layers, get_module, num_layers, spec_for
 from .templates import flatten, validate
 from .tokens import check_tokenizer, subject_last_index
 
@@ -164,8 +165,8 @@ class _PrefixCache:
 
     Prefixes are run once (no grad), sorted by length in chunks, so little compute goes to padding.
     Suffixes are grouped by length (:func:`_suffix_groups` trades padding against matrix-product
-    size); each group keeps its own contiguous copy of its rows' prefix keys/values (left-padded to the group's
-    longest prefix, masked). After the first step, :meth:`record` keeps block ``l``'s output for
+    size); each group keeps its own contiguous copy of its rows' prefix keys/values (left-padded to
+    the group's longest prefix, masked). After the first step, :meth:`record` keeps block ``l``'s output for
     the suffix positions (it does not depend on δ), and later steps run only the blocks above ``l``.
     """
 
@@ -198,7 +199,7 @@ class _PrefixCache:
             self.pmask[g] = pmask.to(device)
         # One pass over every row's prefix; each group then keeps a contiguous copy of its rows.
         P_all = max(rows.idx)
-        kv = self._prefix_kv(base, rows, list(range(R)), P_all, pad_id) if P_all > 0 else None
+        kv = self._prefix_kv(base, rows, P_all, pad_id) if P_all > 0 else None
         for g, rs in self.groups.items():
             P = self.pmask[g].shape[1]
             if kv is None or P == 0:
@@ -208,33 +209,33 @@ class _PrefixCache:
             self.kv[g] = [(K[sel, :, P_all - P:].contiguous(), V[sel, :, P_all - P:].contiguous()) for K, V in kv]
         del kv
 
-    def _prefix_kv(self, base, rows: _Rows, rs: list[int], P: int, pad_id: int):
-        """Keys/values of the rows' prefixes, left-padded to ``P`` with zeros (masked out)."""
+    def _prefix_kv(self, base, rows: _Rows, P: int, pad_id: int):
+        """Keys/values of every row's prefix, left-padded to ``P`` with zeros (masked out)."""
         kv = None
         # Rows sorted by prefix length, run in chunks right-padded to the chunk's longest prefix:
         # causal attention keeps real positions blind to the pads after them, so no mask is needed.
-        order = sorted((q for q in range(len(rs)) if rows.idx[rs[q]] > 0), key=lambda q: rows.idx[rs[q]])
+        order = sorted((r for r in range(len(rows.ids)) if rows.idx[r] > 0), key=lambda r: rows.idx[r])
         for c0 in range(0, len(order), 64):
-            qs = order[c0:c0 + 64]
-            Lg = rows.idx[rs[qs[-1]]]
-            ids = torch.full((len(qs), Lg), pad_id, dtype=torch.long)
-            for a, q in enumerate(qs):
-                ids[a, :rows.idx[rs[q]]] = torch.tensor(rows.ids[rs[q]][:rows.idx[rs[q]]])
-            pos = torch.arange(Lg, device=self.device).expand(len(qs), Lg)
+            rs = order[c0:c0 + 64]
+            Lg = rows.idx[rs[-1]]
+            ids = torch.full((len(rs), Lg), pad_id, dtype=torch.long)
+            for a, r in enumerate(rs):
+                ids[a, :rows.idx[r]] = torch.tensor(rows.ids[r][:rows.idx[r]])
+            pos = torch.arange(Lg, device=self.device).expand(len(rs), Lg)
             with torch.no_grad():
                 out = base(input_ids=ids.to(self.device), position_ids=pos, use_cache=True)
             layers = _returned_cache(out).layers
             if kv is None:
                 kv = []
                 for layer in layers:
-                    shape = (len(rs), layer.keys.shape[1], P, layer.keys.shape[3])
+                    shape = (len(rows.ids), layer.keys.shape[1], P, layer.keys.shape[3])
                     kv.append((torch.zeros(shape, dtype=layer.keys.dtype, device=self.device),
                                torch.zeros(shape, dtype=layer.values.dtype, device=self.device)))
-            for a, q in enumerate(qs):
-                i = rows.idx[rs[q]]
+            for a, r in enumerate(rs):
+                i = rows.idx[r]
                 for (K, V), layer in zip(kv, layers):
-                    K[q, :, P - i:] = layer.keys[a, :, :i]
-                    V[q, :, P - i:] = layer.values[a, :, :i]
+                    K[r, :, P - i:] = layer.keys[a, :, :i]
+                    V[r, :, P - i:] = layer.values[a, :, :i]
         return kv
 
     def record(self, g: int, out: torch.Tensor):
@@ -268,7 +269,7 @@ def _blocks_return_tensors(model, layer: int) -> bool:
     """Whether block ``layer`` returns a bare hidden-state tensor (checked on a one-token pass)."""
     seen = {}
     name = spec_for(model).block_name(layer)
-    from .specs import get_module
+
     def hook(module, args, out):
         seen["bare"] = isinstance(out, torch.Tensor)
     handle = get_module(model, name).register_forward_hook(hook)
@@ -368,14 +369,14 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
             first_pass = it == 0
             # run each suffix-length group; collect the hidden states of the rows into one (R_a, S_max, d)
             hs_parts, hs_rows = [], []
-            for slen, grp in cache.rows_t.items():
+            for g, grp in cache.rows_t.items():
                 sel = torch.nonzero(is_active[row_req[grp]]).squeeze(1)
                 if sel.numel() == 0:
                     continue
                 g_rows = grp[sel]
                 owner = local_req[row_req[g_rows]]
 
-                def inject(h, d_act=d_act, owner=owner, g_rows=g_rows, first_pass=first_pass, g=slen):
+                def inject(h, d_act=d_act, owner=owner, g_rows=g_rows, first_pass=first_pass, g=g):
                     if first_pass:   # δ = 0 here: h at the subject's last token of the bare prompt is h0
                         is_first = first_rows[row_req[g_rows]] == g_rows
                         h0[row_req[g_rows][is_first]] = h[is_first, 0].detach().float()
@@ -384,7 +385,7 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
                     return torch.cat([h[:, :1] + d_act[owner].to(h.dtype)[:, None, :], h[:, 1:]], 1)
 
                 with edit_output(model, block, inject):
-                    hs_g = cache.forward(model, slen, sel, layer)
+                    hs_g = cache.forward(model, g, sel, layer)
                 hs_parts.append(hs_g)
                 hs_rows.append(g_rows)
             S_max = max(h.shape[1] for h in hs_parts)
