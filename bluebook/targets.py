@@ -61,6 +61,7 @@ class _Rows:
     idx: list[int]
     req: list[int]
     kind: list[str]          # "rw" or "kl"
+    tmpl: list[int]          # index of the row's context template (-1 for the KL prompt)
     label_pos: list[list[int]]
     labels: list[list[int]]
     first_row: list[int]     # per request: its bare-template rewriting row (gives h0)
@@ -75,13 +76,13 @@ def target_token_ids(tok, req: EditRequest) -> list[int]:
 
 def _build_rows(tok, requests, templates, kl_prompt: str) -> _Rows:
     flat = flatten(templates)
-    rows = _Rows([], [], [], [], [], [], [])
+    rows = _Rows([], [], [], [], [], [], [], [])
     for j, r in enumerate(requests):
         tids = target_token_ids(tok, r)
         T = len(tids)
         tail = tok.decode(tids[:-1]) if T > 1 else ""
         rows.first_row.append(len(rows.ids))
-        for c in flat:
+        for t, c in enumerate(flat):
             tmpl = c.replace("{}", r.prompt) + tail
             idx = subject_last_index(tok, tmpl, r.subject)
             ids = tok(tmpl.replace("{}", r.subject))["input_ids"]
@@ -90,11 +91,13 @@ def _build_rows(tok, requests, templates, kl_prompt: str) -> _Rows:
                 raise ValueError(f"subject {r.subject!r} last token index {idx} falls outside prompt "
                                  f"{tmpl!r} (case_id={r.case_id})")
             rows.ids.append(list(ids)); rows.idx.append(idx); rows.req.append(j); rows.kind.append("rw")
+            rows.tmpl.append(t)
             rows.label_pos.append(list(range(n - T, n))); rows.labels.append(tids)
         tmpl = kl_prompt
         idx = subject_last_index(tok, tmpl, r.subject)
         ids = tok(tmpl.replace("{}", r.subject))["input_ids"][:idx + 1]   # later positions are never read
         rows.ids.append(list(ids)); rows.idx.append(idx); rows.req.append(j); rows.kind.append("kl")
+        rows.tmpl.append(-1)
         rows.label_pos.append([idx]); rows.labels.append([])
     return rows
 
@@ -160,6 +163,28 @@ def _suffix_groups(lengths: list[int]) -> list[list[int]]:
     return groups[::-1]
 
 
+def _shared_stems(rows: _Rows, min_len: int = 2) -> dict[int, list[int]]:
+    """Per context template: the token prefix that all its rows share (within their prefixes).
+
+    Kept only where it is worth running once: at least ``min_len`` tokens and two rows.
+    """
+    stems: dict[int, list[int]] = {}
+    count: dict[int, int] = {}
+    for r, t in enumerate(rows.tmpl):
+        if t < 0 or rows.idx[r] == 0:
+            continue
+        pre = rows.ids[r][:rows.idx[r]]
+        if t not in stems:
+            stems[t] = list(pre)
+        else:
+            st, n = stems[t], 0
+            while n < len(st) and n < len(pre) and st[n] == pre[n]:
+                n += 1
+            del st[n:]
+        count[t] = count.get(t, 0) + 1
+    return {t: st for t, st in stems.items() if len(st) >= min_len and count[t] >= 2}
+
+
 class _PrefixCache:
     """KV cache of every row's positions before the subject's last token, plus its suffix tokens.
 
@@ -210,33 +235,91 @@ class _PrefixCache:
         del kv
 
     def _prefix_kv(self, base, rows: _Rows, P: int, pad_id: int):
-        """Keys/values of every row's prefix, left-padded to ``P`` with zeros (masked out)."""
+        """Keys/values of every row's prefix, left-padded to ``P`` with zeros (masked out).
+
+        Rows built from the same context template start with the same tokens (the template's text)
+        for every request: that shared stem is run once, and each row runs only the rest of its
+        prefix on top of it (same positions, same keys/values; the template is usually most of
+        the prefix). The rests are grouped by length (:func:`_suffix_groups`), right-padded (causal
+        attention keeps real positions blind to pads after them), each on its stem's keys/values
+        left-padded to the group's longest stem and masked.
+        """
+        stems = _shared_stems(rows)
+        stem_kv = self._stem_kv(base, stems, pad_id) if stems else {}
+        live = [r for r in range(len(rows.ids)) if rows.idx[r] > 0]
+        s_of = {r: len(stems[rows.tmpl[r]]) if rows.tmpl[r] in stems else 0 for r in live}
         kv = None
-        # Rows sorted by prefix length, run in chunks right-padded to the chunk's longest prefix:
-        # causal attention keeps real positions blind to the pads after them, so no mask is needed.
-        order = sorted((r for r in range(len(rows.ids)) if rows.idx[r] > 0), key=lambda r: rows.idx[r])
-        for c0 in range(0, len(order), 64):
-            rs = order[c0:c0 + 64]
-            Lg = rows.idx[rs[-1]]
-            ids = torch.full((len(rs), Lg), pad_id, dtype=torch.long)
-            for a, r in enumerate(rs):
-                ids[a, :rows.idx[r]] = torch.tensor(rows.ids[r][:rows.idx[r]])
-            pos = torch.arange(Lg, device=self.device).expand(len(rs), Lg)
-            with torch.no_grad():
-                out = base(input_ids=ids.to(self.device), position_ids=pos, use_cache=True)
-            layers = _returned_cache(out).layers
-            if kv is None:
-                kv = []
-                for layer in layers:
-                    shape = (len(rows.ids), layer.keys.shape[1], P, layer.keys.shape[3])
-                    kv.append((torch.zeros(shape, dtype=layer.keys.dtype, device=self.device),
-                               torch.zeros(shape, dtype=layer.values.dtype, device=self.device)))
-            for a, r in enumerate(rs):
+
+        def out_kv(ref):
+            return [(torch.zeros((len(rows.ids), k.shape[1], P, k.shape[3]), dtype=k.dtype, device=self.device),
+                     torch.zeros((len(rows.ids), v.shape[1], P, v.shape[3]), dtype=v.dtype, device=self.device))
+                    for k, v in ref]
+
+        whole = [r for r in live if rows.idx[r] == s_of[r]]          # prefix = its stem
+        if whole:
+            kv = out_kv(stem_kv[rows.tmpl[whole[0]]])
+            for r in whole:
                 i = rows.idx[r]
-                for (K, V), layer in zip(kv, layers):
-                    K[r, :, P - i:] = layer.keys[a, :, :i]
-                    V[r, :, P - i:] = layer.values[a, :, :i]
+                for (K, V), (k, v) in zip(kv, stem_kv[rows.tmpl[r]]):
+                    K[r, :, P - i:] = k[0]
+                    V[r, :, P - i:] = v[0]
+        rest = [r for r in live if rows.idx[r] > s_of[r]]
+        for grp in _suffix_groups([rows.idx[r] - s_of[r] for r in rest]):
+            for c0 in range(0, len(grp), 64):
+                rs = [rest[q] for q in grp[c0:c0 + 64]]
+                n = len(rs)
+                Lg = max(rows.idx[r] - s_of[r] for r in rs)
+                S = max(s_of[r] for r in rs)
+                ids = torch.full((n, Lg), pad_id, dtype=torch.long)
+                pos = torch.zeros((n, Lg), dtype=torch.long)
+                for a, r in enumerate(rs):
+                    ids[a, :rows.idx[r] - s_of[r]] = torch.tensor(rows.ids[r][s_of[r]:rows.idx[r]])
+                    pos[a] = torch.arange(s_of[r], s_of[r] + Lg)
+                kw = {}
+                if S:
+                    from transformers import DynamicCache
+                    mask = torch.ones((n, S + Lg), dtype=torch.long)
+                    past = None
+                    for a, r in enumerate(rs):
+                        mask[a, :S - s_of[r]] = 0
+                        if s_of[r] == 0:
+                            continue
+                        src = stem_kv[rows.tmpl[r]]
+                        if past is None:
+                            past = [(torch.zeros((n, k.shape[1], S, k.shape[3]), dtype=k.dtype, device=self.device),
+                                     torch.zeros((n, v.shape[1], S, v.shape[3]), dtype=v.dtype, device=self.device))
+                                    for k, v in src]
+                        for (pk, pv), (k, v) in zip(past, src):
+                            pk[a, :, S - s_of[r]:] = k[0]
+                            pv[a, :, S - s_of[r]:] = v[0]
+                    kw[self.cache_kw] = DynamicCache(ddp_cache_data=past, config=self.config)
+                    kw["attention_mask"] = mask.to(self.device)
+                with torch.no_grad():
+                    out = base(input_ids=ids.to(self.device), position_ids=pos.to(self.device), use_cache=True, **kw)
+                layers = _returned_cache(out).layers
+                if kv is None:
+                    kv = out_kv([(layer.keys, layer.values) for layer in layers])
+                for a, r in enumerate(rs):
+                    i, st = rows.idx[r], s_of[r]
+                    for (K, V), layer in zip(kv, layers):   # [stem, left-padded to S | rest, right-padded]
+                        K[r, :, P - i:] = torch.cat([layer.keys[a, :, S - st:S], layer.keys[a, :, S:S + i - st]], 1)
+                        V[r, :, P - i:] = torch.cat([layer.values[a, :, S - st:S], layer.values[a, :, S:S + i - st]], 1)
         return kv
+
+    def _stem_kv(self, base, stems: dict[int, list[int]], pad_id: int) -> dict[int, list]:
+        """Keys/values of each shared stem, ``{template: [(K, V) per layer]}`` with batch size 1."""
+        keys = list(stems)
+        L = max(len(stems[t]) for t in keys)
+        ids = torch.full((len(keys), L), pad_id, dtype=torch.long)
+        for a, t in enumerate(keys):
+            ids[a, :len(stems[t])] = torch.tensor(stems[t])
+        pos = torch.arange(L, device=self.device).expand(len(keys), L)
+        with torch.no_grad():
+            out = base(input_ids=ids.to(self.device), position_ids=pos, use_cache=True)
+        layers = _returned_cache(out).layers
+        return {t: [(layer.keys[a:a + 1, :, :len(stems[t])].contiguous(),
+                     layer.values[a:a + 1, :, :len(stems[t])].contiguous()) for layer in layers]
+                for a, t in enumerate(keys)}
 
     def record(self, g: int, out: torch.Tensor):
         """Keep block ``l``'s output (before δ) for every row of group ``g``."""

@@ -262,3 +262,23 @@ def test_half_precision_model_edits_with_a_warning(cache_dir, dtype):
     assert proj_weight(model, 1).dtype == dtype and not torch.equal(proj_weight(model, 1), before[1])
     res.undo()
     assert torch.equal(proj_weight(model, 1), before[1])
+
+
+def test_shared_template_stems_give_the_same_prefix_cache(tiny, monkeypatch):
+    """Running each context template's common tokens once (then only each row's remainder on top)
+    gives the keys/values that running every row's whole prefix gives."""
+    from bluebook import targets as T
+    model, tok = tiny
+    rows = T._build_rows(tok, REQS, TEMPLATES, "{} is a")
+    stems = T._shared_stems(rows)
+    assert set(stems) == {1, 2} and all(len(s) >= 5 for s in stems.values())
+    assert -1 not in stems and 0 not in stems          # the KL prompt and the bare template share nothing
+    P = max(rows.idx)
+    with_stems = T._PrefixCache(model, rows, 0, "cpu")
+    monkeypatch.setattr(T, "_shared_stems", lambda rows: {})
+    without = T._PrefixCache(model, rows, 0, "cpu")
+    for g in with_stems.groups:
+        assert with_stems.groups[g] == without.groups[g]
+        for (k1, v1), (k2, v2) in zip(with_stems.kv[g], without.kv[g]):
+            assert k1.shape == k2.shape
+            assert (k1 - k2).abs().max() < 1e-5 and (v1 - v2).abs().max() < 1e-5
