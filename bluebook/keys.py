@@ -15,7 +15,7 @@ from .data import EditRequest
 from .hooks import Trace
 from .specs import spec_for, check_layers
 from .templates import flatten, group_index, validate
-from .tokens import subject_last_index
+from .tokens import right_pad, subject_last_index
 
 
 @dataclass
@@ -28,7 +28,11 @@ class LayerStates:
 @torch.no_grad()
 def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_layers=(),
                 templates=(("{}",),), batch_size: int = 128) -> LayerStates:
-    """One batched pass (stopped after the deepest layer needed) giving keys and current states."""
+    """One batched pass (stopped after the deepest layer needed) giving keys and current states.
+
+    Only the tokens up to each prompt's subject's last token are run (causal attention: later
+    tokens cannot change what is read there), sorted by length so that batches carry little padding.
+    """
     if not requests:
         raise ValueError("requests is empty")
     key_layers = check_layers(model, key_layers, field="key_layers") if key_layers else []
@@ -50,6 +54,13 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
             texts.append(r.text); idxs.append(subject_last_index(tok, r.prompt, r.subject))
             owner.append(j); tmpl_id.append(-1)
 
+    if tok.padding_side != "right":
+        raise ValueError("read_states expects a right-padding tokenizer (tok.padding_side='right')")
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    seqs = [ids[:i + 1] for ids, i in zip(tok(texts)["input_ids"], idxs)]
+    order = sorted(range(len(seqs)), key=lambda q: len(seqs[q]))
+    seqs, idxs, owner, tmpl_id = ([x[q] for q in order] for x in (seqs, idxs, owner, tmpl_id))
+
     names_in = [spec.proj_name(l) for l in key_layers]
     names_out = [spec.block_name(l) for l in hidden_layers]
     deepest = max(key_layers + hidden_layers)
@@ -59,12 +70,10 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
     g_count = torch.zeros(n, n_groups, device=device)
     hidden = {l: [None] * n for l in hidden_layers}
 
-    for s in range(0, len(texts), batch_size):
-        batch = texts[s:s + batch_size]
-        enc = tok(batch, return_tensors="pt", padding=True).to(device)
-        if tok.padding_side != "right":
-            raise ValueError("read_states expects a right-padding tokenizer (tok.padding_side='right')")
-        rows = torch.arange(len(batch), device=device)
+    for s in range(0, len(seqs), batch_size):
+        ids, mask = right_pad(seqs[s:s + batch_size], pad_id)
+        enc = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
+        rows = torch.arange(ids.shape[0], device=device)
         pos = torch.tensor(idxs[s:s + batch_size], device=device)
         with Trace(model, names_in, inputs=True, outputs=False) as tin, \
                 Trace(model, names_out, stop_after=stop) as tout:

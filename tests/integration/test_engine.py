@@ -282,3 +282,29 @@ def test_shared_template_stems_give_the_same_prefix_cache(tiny, monkeypatch):
         for (k1, v1), (k2, v2) in zip(with_stems.kv[g], without.kv[g]):
             assert k1.shape == k2.shape
             assert (k1 - k2).abs().max() < 1e-5 and (v1 - v2).abs().max() < 1e-5
+
+
+def test_keys_and_hidden_equal_a_full_prompt_pass_one_prompt_at_a_time(tiny):
+    """read_states runs only the tokens up to the subject's last token, length-sorted and batched;
+    the keys (template means) and hidden states are those of each whole prompt run alone."""
+    model, tok = tiny
+    spec = spec_for(model)
+    st = read_states(model, tok, REQS, key_layers=[1], hidden_layers=[2], templates=TEMPLATES)
+    for j, r in enumerate(REQS):
+        group_means = []
+        for group in TEMPLATES:
+            ks = []
+            for c in group:
+                t = c.replace("{}", r.prompt)
+                i = subject_last_index(tok, t, r.subject)
+                enc = tok(t.replace("{}", r.subject), return_tensors="pt")
+                with Trace(model, [spec.proj_name(1)], inputs=True, outputs=False) as tin, \
+                        Trace(model, [spec.block_name(2)]) as tout:
+                    with torch.no_grad():
+                        model(**enc)
+                ks.append(tin.inputs[spec.proj_name(1)][0, i])
+                if c == "{}":
+                    torch.testing.assert_close(st.hidden[2][:, j], tout.outputs[spec.block_name(2)][0, i].float(),
+                                               atol=1e-5, rtol=1e-5)
+            group_means.append(torch.stack(ks).mean(0))
+        torch.testing.assert_close(st.keys[1][:, j], torch.stack(group_means).mean(0).float(), atol=1e-5, rtol=1e-5)
