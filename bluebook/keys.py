@@ -15,7 +15,7 @@ from .data import EditRequest
 from .hooks import Trace
 from .specs import spec_for, check_layers
 from .templates import flatten, group_index, validate
-from .tokens import right_pad, subject_last_index
+from .tokens import length_groups, right_pad, subject_last_index
 
 
 @dataclass
@@ -31,7 +31,7 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
     """One batched pass (stopped after the deepest layer needed) giving keys and current states.
 
     Only the tokens up to each prompt's subject's last token are run (causal attention: later
-    tokens cannot change what is read there), sorted by length so that batches carry little padding.
+    tokens cannot change what is read there), grouped by length so that batches carry little padding.
     """
     if not requests:
         raise ValueError("requests is empty")
@@ -58,8 +58,13 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
         raise ValueError("read_states expects a right-padding tokenizer (tok.padding_side='right')")
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     seqs = [ids[:i + 1] for ids, i in zip(tok(texts)["input_ids"], idxs)]
-    order = sorted(range(len(seqs)), key=lambda q: len(seqs[q]))
+    groups_by_len = length_groups([len(q) for q in seqs])
+    order = [q for g in groups_by_len for q in g]
     seqs, idxs, owner, tmpl_id = ([x[q] for q in order] for x in (seqs, idxs, owner, tmpl_id))
+    bounds, start = [], 0
+    for g in groups_by_len:
+        bounds += [(start + c, start + min(c + batch_size, len(g))) for c in range(0, len(g), batch_size)]
+        start += len(g)
 
     names_in = [spec.proj_name(l) for l in key_layers]
     names_out = [spec.block_name(l) for l in hidden_layers]
@@ -70,16 +75,16 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
     g_count = torch.zeros(n, n_groups, device=device)
     hidden = {l: [None] * n for l in hidden_layers}
 
-    for s in range(0, len(seqs), batch_size):
-        ids, mask = right_pad(seqs[s:s + batch_size], pad_id)
+    for s, e in bounds:
+        ids, mask = right_pad(seqs[s:e], pad_id)
         enc = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         rows = torch.arange(ids.shape[0], device=device)
-        pos = torch.tensor(idxs[s:s + batch_size], device=device)
+        pos = torch.tensor(idxs[s:e], device=device)
         with Trace(model, names_in, inputs=True, outputs=False) as tin, \
                 Trace(model, names_out, stop_after=stop) as tout:
             tout.run(model.base_model, **enc)
-        own = torch.tensor(owner[s:s + batch_size], device=device)
-        tid = tmpl_id[s:s + batch_size]
+        own = torch.tensor(owner[s:e], device=device)
+        tid = tmpl_id[s:e]
         grp = torch.tensor([groups[t] if t >= 0 else -1 for t in tid], device=device)
         valid = grp >= 0
         for l, name in zip(key_layers, names_in):

@@ -27,7 +27,7 @@ from .data import EditRequest
 from .hooks import edit_output, skip_blocks
 from .specs import check_layers, get_module, num_layers, spec_for
 from .templates import flatten, validate
-from .tokens import check_tokenizer, subject_last_index
+from .tokens import check_tokenizer, length_groups, subject_last_index
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
@@ -119,50 +119,6 @@ def _returned_cache(out):
     return c if c is not None else getattr(out, "past_key_values")
 
 
-def _gemm_cost(tokens: int) -> float:
-    """Relative time of a pass over ``tokens`` positions: matrix products with few rows run below
-    peak (measured on 2 CPU cores: ~40 % of peak at 8 rows, ~67 % at 24-40, ~100 % from 256), plus a
-    fixed per-pass overhead worth a few tokens."""
-    if tokens >= 256:
-        eff = 1.0
-    elif tokens >= 40:
-        eff = 0.67 + 0.33 * (tokens - 40) / 216
-    else:
-        eff = max(0.4, 0.4 + 0.27 * (tokens - 8) / 32)
-    return 4.0 + tokens / eff
-
-
-def _suffix_groups(lengths: list[int]) -> list[list[int]]:
-    """Partition rows (by suffix length) into padded groups of least modelled cost.
-
-    Rows are sorted by length and split into contiguous runs by dynamic programming over the distinct
-    lengths: merging trades padding (wasted positions) against larger, faster matrix products.
-    """
-    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
-    buckets: list[list[int]] = []
-    for r in order:
-        if buckets and lengths[buckets[-1][0]] == lengths[r]:
-            buckets[-1].append(r)
-        else:
-            buckets.append([r])
-    B = len(buckets)
-    best = [0.0] + [float("inf")] * B
-    cut = [0] * (B + 1)
-    for j in range(1, B + 1):
-        count = 0
-        for i in range(j - 1, -1, -1):
-            count += len(buckets[i])
-            c = best[i] + _gemm_cost(count * lengths[buckets[j - 1][0]])
-            if c < best[j]:
-                best[j], cut[j] = c, i
-    groups, j = [], B
-    while j > 0:
-        i = cut[j]
-        groups.append([r for b in buckets[i:j] for r in b])
-        j = i
-    return groups[::-1]
-
-
 def _shared_stems(rows: _Rows, min_len: int = 2) -> dict[int, list[int]]:
     """Per context template: the token prefix that all its rows share (within their prefixes).
 
@@ -189,7 +145,7 @@ class _PrefixCache:
     """KV cache of every row's positions before the subject's last token, plus its suffix tokens.
 
     Prefixes are run once (no grad), sorted by length in chunks, so little compute goes to padding.
-    Suffixes are grouped by length (:func:`_suffix_groups` trades padding against matrix-product
+    Suffixes are grouped by length (:func:`length_groups` trades padding against matrix-product
     size); each group keeps its own contiguous copy of its rows' prefix keys/values (left-padded to
     the group's longest prefix, masked). After the first step, :meth:`record` keeps block ``l``'s output for
     the suffix positions (it does not depend on δ), and later steps run only the blocks above ``l``.
@@ -203,7 +159,7 @@ class _PrefixCache:
         self.config = model.config
         # Suffix groups: runs of rows sorted by suffix length, padded (after the real tokens, where
         # causal attention keeps real positions blind to them) to the group's longest suffix.
-        self.groups = {g: rs for g, rs in enumerate(_suffix_groups(
+        self.groups = {g: rs for g, rs in enumerate(length_groups(
             [len(rows.ids[r]) - rows.idx[r] for r in range(R)]))}
         self.suf, self.spos, self.rows_t, self.pmask, self.kv = {}, {}, {}, {}, {}
         self.block_out: dict[int, torch.Tensor] = {}
@@ -240,7 +196,7 @@ class _PrefixCache:
         Rows built from the same context template start with the same tokens (the template's text)
         for every request: that shared stem is run once, and each row runs only the rest of its
         prefix on top of it (same positions, same keys/values; the template is usually most of
-        the prefix). The rests are grouped by length (:func:`_suffix_groups`), right-padded (causal
+        the prefix). The rests are grouped by length (:func:`length_groups`), right-padded (causal
         attention keeps real positions blind to pads after them), each on its stem's keys/values
         left-padded to the group's longest stem and masked.
         """
@@ -264,7 +220,7 @@ class _PrefixCache:
                     K[r, :, P - i:] = k[0]
                     V[r, :, P - i:] = v[0]
         rest = [r for r in live if rows.idx[r] > s_of[r]]
-        for grp in _suffix_groups([rows.idx[r] - s_of[r] for r in rest]):
+        for grp in length_groups([rows.idx[r] - s_of[r] for r in rest]):
             for c0 in range(0, len(grp), 64):
                 rs = [rest[q] for q in grp[c0:c0 + 64]]
                 n = len(rs)
