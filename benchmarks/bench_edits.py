@@ -72,17 +72,18 @@ def main():
 
     base = run("baseline", 0)
     print("baseline (model + statistics loaded):", base, flush=True)
-    for n in args.batch:                 # one results file per batch size, written as soon as it is done
+    for n in args.batch:                 # one results file per batch size, rewritten after every variant
         rows = []
         for method in args.methods.split(","):
             row = run(method, n)
             row["rss_over_baseline_mb"] = row["peak_rss_mb"] - base["peak_rss_mb"]
             rows.append(row)
             print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
-        by = {r["method"]: r["wall_s"] for r in rows}
-        ratios = {m: by[m + "_blue"] / by[m] for m in by if m + "_blue" in by}
+            by = {r["method"]: r["wall_s"] for r in rows}
+            ratios = {m: by[m + "_blue"] / by[m] for m in by if m + "_blue" in by}
+            path = write(f"edits_b{n}", {"baseline": base, "batch": n, "rows": rows, "blue_over_base": ratios})
         print(f"batch {n}: BLUE / base wall-time ratios:", {k: round(v, 3) for k, v in ratios.items()})
-        print("wrote", write(f"edits_b{n}", {"baseline": base, "batch": n, "rows": rows, "blue_over_base": ratios}))
+        print("wrote", path)
 
 if __name__ == "__main__":
     main()
