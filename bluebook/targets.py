@@ -27,7 +27,7 @@ from .data import EditRequest
 from .hooks import edit_output, skip_blocks
 from .specs import check_layers, get_module, num_layers, spec_for
 from .templates import flatten, validate
-from .tokens import check_tokenizer, length_groups, subject_last_index
+from .tokens import check_tokenizer, length_groups, right_pad, subject_last_index
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 
@@ -265,10 +265,8 @@ class _PrefixCache:
     def _stem_kv(self, base, stems: dict[int, list[int]], pad_id: int) -> dict[int, list]:
         """Keys/values of each shared stem, ``{template: [(K, V) per layer]}`` with batch size 1."""
         keys = list(stems)
-        L = max(len(stems[t]) for t in keys)
-        ids = torch.full((len(keys), L), pad_id, dtype=torch.long)
-        for a, t in enumerate(keys):
-            ids[a, :len(stems[t])] = torch.tensor(stems[t])
+        ids, _ = right_pad([stems[t] for t in keys], pad_id)     # pads after the real tokens: never seen
+        L = ids.shape[1]
         pos = torch.arange(L, device=self.device).expand(len(keys), L)
         with torch.no_grad():
             out = base(input_ids=ids.to(self.device), position_ids=pos, use_cache=True)
