@@ -8,7 +8,8 @@ final model. One extra row, ``"unedited"``, evaluates the same records before an
 Layout of ``out/``::
 
     unedited/cases.json, summary.json
-    <method>/progress.json            config, batches done, per-batch timings, checkpoint file names
+    <method>/progress.json            config, batches done, per-batch timings and v* step counts,
+                                      checkpoint file names
     <method>/weights_b<k>.safetensors edited projection weights after batch k (only the edited layers)
     <method>/state_b<k>.safetensors   the SequentialState after batch k
     <method>/cases.json, summary.json per-case and summary metrics (summary.json = method finished)
@@ -194,8 +195,12 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
         seconds = time.perf_counter() - t0
         edited |= set(res.deltas)
         timings = {k: round(float(v), 4) for k, v in res.diagnostics["timings"].items()}
+        # v* steps per request at each optimised layer (as TargetResult.steps counts them): what makes
+        # one batch, dataset or method dearer than another
+        steps = {str(l): [int(s) for s in t.steps] for l, t in sorted(res.targets.items())}
         batch_log.append({"batch": bi, "case_ids": [r.case_id for r in chunk], "seconds": round(seconds, 4),
-                          "timings": timings, "layers": sorted(int(l) for l in res.deltas)})
+                          "timings": timings, "layers": sorted(int(l) for l in res.deltas),
+                          "target_steps": steps})
         # checkpoint: new files first, then the progress file that points at them, then drop old ones
         wname, sname = f"weights_b{bi + 1}.safetensors", f"state_b{bi + 1}.safetensors"
         _write_safetensors(mdir / wname, {f"layer.{l}": proj_weight(model, l) for l in sorted(edited)})

@@ -52,7 +52,14 @@ def test_run_writes_tables_and_restores_model(tmp_path, cache_dir, requests_):
         s = res["methods"][m]["summary"]
         assert s["n_cases"] == N and 0 <= s["efficacy"] <= 100
         assert res["methods"][m]["n_batches"] == 3
-        assert json.loads((tmp_path / "a" / m / "progress.json").read_text())["batches_done"] == 3
+        prog = json.loads((tmp_path / "a" / m / "progress.json").read_text())
+        assert prog["batches_done"] == 3
+        for b in prog["batches"]:                          # v* steps per request at each optimised layer
+            # BLUE optimises v* at both layers it updates; the base method only at the last one
+            want = b["layers"] if m.endswith("_blue") else [max(b["layers"])]
+            assert len(b["layers"]) == 2 or not m.endswith("_blue")
+            assert sorted(int(l) for l in b["target_steps"]) == want
+            assert all(len(v) == BATCH and all(0 <= s <= 3 for s in v) for v in b["target_steps"].values())
     md = (tmp_path / "a" / "results.md").read_text()
     assert md.index("| unedited |") < md.index("| memit_blue |") < md.index("| alphaedit |")   # paper order
     assert "n/a" in md                                     # fluency/consistency not run
