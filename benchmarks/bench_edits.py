@@ -22,6 +22,17 @@ from common import peak_rss_mb, write
 VARIANTS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
 
 
+def _split(timing: list[dict]) -> dict:
+    """Where one v* optimisation's time went: prefix pass, first iteration (it also runs the blocks
+    at and below the edited layer), later iterations, and the work done in them counted in
+    request-iterations (requests still optimised, summed over iterations)."""
+    later = [s for t in timing for s in t["step_seconds"][1:]]
+    return {"prefix_s": sum(t["prefix_seconds"] for t in timing),
+            "first_iteration_s": sum(t["step_seconds"][0] for t in timing if t["step_seconds"]),
+            "later_iterations_s": sum(later), "later_iterations": len(later),
+            "later_request_iterations": sum(a for t in timing for a in t["step_active"][1:])}
+
+
 def worker(method: str, n: int, device: str) -> dict:
     model, tok = bluebook.load_model("smollm2-135m", device=device)
     cfg = bluebook.preset_for(model)
@@ -41,6 +52,7 @@ def worker(method: str, n: int, device: str) -> dict:
         tm = res.diagnostics["timings"]
         row.update(wall_s=wall, **tm, other=wall - sum(tm.values()),
                    target_steps_mean={l: sum(t.steps) / len(t.steps) for l, t in res.targets.items()},
+                   target_split={l: _split(t.timing) for l, t in res.targets.items()},
                    layers_changed=res.changed_layers())
     row["peak_rss_mb"] = peak_rss_mb()
     if torch.cuda.is_available():

@@ -16,6 +16,8 @@ this against a plain re-implementation).
 """
 from __future__ import annotations
 
+import time
+
 from dataclasses import dataclass, field
 
 import torch
@@ -45,6 +47,9 @@ class TargetResult:
     kl: list[list[float]] = field(default_factory=list)
     wd: list[list[float]] = field(default_factory=list)
     prob: list[list[float]] = field(default_factory=list)   # mean over prompts of exp(-mean token NLL)
+    # Wall time, one dict per chunk of requests optimised together: {"requests", "prefix_seconds",
+    # "step_seconds", "step_active"} (per iteration: seconds, and requests still optimised in it)
+    timing: list[dict] = field(default_factory=list)
 
     @property
     def final_loss(self) -> list[float]:
@@ -343,7 +348,7 @@ def optimize_targets(model, tok, requests: list[EditRequest], layer: int, cfg: T
     cat = lambda name: torch.cat([getattr(p, name) for p in parts], 0)
     join = lambda name: [x for p in parts for x in getattr(p, name)]
     return TargetResult(layer, cat("z"), cat("delta"), cat("h0"), join("steps"), join("loss"), join("nll"),
-                        join("kl"), join("wd"), join("prob"))
+                        join("kl"), join("wd"), join("prob"), join("timing"))
 
 
 def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, progress) -> TargetResult:
@@ -351,7 +356,9 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
     rows = _build_rows(tok, requests, templates, cfg.kl_prompt)
     n, R = len(requests), len(rows.ids)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    t_start = time.perf_counter()
     cache = _PrefixCache(model, rows, pad_id, device)
+    timing = {"requests": n, "prefix_seconds": time.perf_counter() - t_start, "step_seconds": [], "step_active": []}
     _, head = _base_and_head(model)
     block = spec_for(model).block_name(layer)
     # Blocks at and below ``layer`` can be skipped after the first step when they return bare tensors
@@ -398,6 +405,8 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
         for it in range(cfg.steps):
             if active.numel() == 0:
                 break
+            t_step = time.perf_counter()
+            timing["step_active"].append(int(active.numel()))
             is_active = torch.zeros(n, dtype=torch.bool, device=device)
             is_active[active] = True
             local_req = torch.full((n,), -1, dtype=torch.long, device=device)
@@ -483,12 +492,13 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
                 active = jj
             else:
                 active = active[:0]
+            timing["step_seconds"].append(time.perf_counter() - t_step)
             bar.update(1)
             bar.set_postfix(active=int(active.numel()), loss=f"{sum(vals[0]) / len(vals[0]):.3f}")
     finally:
         bar.close()
     return TargetResult(layer=layer, z=(h0 + delta).detach(), delta=delta.detach(), h0=h0, steps=steps,
-                        **traces)
+                        timing=[timing], **traces)
 
 
 def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetConfig | None = None,

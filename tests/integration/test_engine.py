@@ -51,6 +51,24 @@ def test_targets_early_stop_and_traces():
     assert res.steps == [4, 4, 4] and all(len(t) == 4 for t in res.loss)
 
 
+def test_target_timing_records_each_iteration_and_chunk():
+    model, tok = bluebook.tiny_model("tiny-llama")
+    loss0 = optimize_targets(model, tok, REQS, 1, TargetConfig(steps=1), TEMPLATES, progress=False).loss
+    # the request with the smallest initial loss stops at iteration 0, the others run all 3
+    stop = sorted(t[0] for t in loss0)[0] + 1e-6
+    cfg = TargetConfig(steps=3, lr=0.5, early_stop=stop)
+    res = optimize_targets(model, tok, REQS, 1, cfg, TEMPLATES, progress=False, batch_size=2)
+    assert sorted(res.steps) == [0, 3, 3]
+    assert [t["requests"] for t in res.timing] == [2, 1]                  # one entry per chunk
+    for t in res.timing:
+        assert t["prefix_seconds"] >= 0 and len(t["step_seconds"]) == len(t["step_active"])
+        assert all(s > 0 for s in t["step_seconds"])
+    active = [t["step_active"] for t in res.timing]
+    first = min(range(3), key=lambda j: loss0[j][0])
+    want = [[2, 1, 1] if first < 2 else [2, 2, 2], [1, 1, 1] if first < 2 else [1]]
+    assert active == want
+
+
 def test_targets_clamp_norm():
     model, tok = bluebook.tiny_model("tiny-gpt2")
     cfg = TargetConfig(steps=8, lr=5.0, clamp_norm_factor=0.1, weight_decay=0.0)
