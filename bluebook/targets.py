@@ -32,6 +32,9 @@ from .templates import flatten, validate
 from .tokens import check_tokenizer, length_groups, right_pad, subject_last_index
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+# Regroup the suffixes once fewer than this share of the grouped rows still belong to requests
+# being optimised (each regroup copies the live rows' cached keys/values once).
+_REGROUP_BELOW = 0.75
 
 
 @dataclass
@@ -154,6 +157,7 @@ class _PrefixCache:
     size); each group keeps its own contiguous copy of its rows' prefix keys/values (left-padded to
     the group's longest prefix, masked). After the first step, :meth:`record` keeps block ``l``'s output for
     the suffix positions (it does not depend on δ), and later steps run only the blocks above ``l``.
+    As requests stop early, :meth:`regroup` rebuilds the groups from the rows still optimised.
     """
 
     def __init__(self, model, rows: _Rows, pad_id: int, device):
@@ -162,15 +166,32 @@ class _PrefixCache:
         base = model.base_model
         self.cache_kw = _cache_kwarg(base)
         self.config = model.config
+        self.rows, self.pad_id = rows, pad_id
+        self.block_out: dict[int, torch.Tensor] = {}
+        # One pass over every row's prefix; each group then keeps a contiguous copy of its rows.
+        P_all = max(rows.idx)
+        kv = self._prefix_kv(base, rows, P_all, pad_id) if P_all > 0 else None
         # Suffix groups: runs of rows sorted by suffix length, padded (after the real tokens, where
         # causal attention keeps real positions blind to them) to the group's longest suffix.
-        self.groups = {g: rs for g, rs in enumerate(length_groups(
-            [len(rows.ids[r]) - rows.idx[r] for r in range(R)]))}
+        self._build_groups(list(range(R)), lambda r: (kv, r, P_all), None)
+        del kv
+
+    def _build_groups(self, rs_all: list[int], kv_src, out_src) -> None:
+        """(Re)build the suffix groups over rows ``rs_all``.
+
+        ``kv_src(r)`` gives ``(kv, q, P)``: the row's prefix keys/values are row ``q`` of ``kv``
+        (left-padded to ``P``). ``out_src(r)`` gives ``(tensor, q)`` holding its recorded block output
+        (right-padded), or ``out_src`` is None before the first step.
+        """
+        rows, device = self.rows, self.device
+        suf_len = lambda r: len(rows.ids[r]) - rows.idx[r]
+        groups = [[rs_all[q] for q in grp] for grp in length_groups([suf_len(r) for r in rs_all])]
+        self.groups = dict(enumerate(groups))
         self.suf, self.spos, self.rows_t, self.pmask, self.kv = {}, {}, {}, {}, {}
-        self.block_out: dict[int, torch.Tensor] = {}
+        block_out = {}
         for g, rs in self.groups.items():
-            S = max(len(rows.ids[r]) - rows.idx[r] for r in rs)
-            ids = torch.full((len(rs), S), pad_id, dtype=torch.long)
+            S = max(suf_len(r) for r in rs)
+            ids = torch.full((len(rs), S), self.pad_id, dtype=torch.long)
             for q, r in enumerate(rs):
                 tail = rows.ids[r][rows.idx[r]:]
                 ids[q, :len(tail)] = torch.tensor(tail)
@@ -183,17 +204,55 @@ class _PrefixCache:
                 if rows.idx[r] > 0:
                     pmask[q, P - rows.idx[r]:] = 1
             self.pmask[g] = pmask.to(device)
-        # One pass over every row's prefix; each group then keeps a contiguous copy of its rows.
-        P_all = max(rows.idx)
-        kv = self._prefix_kv(base, rows, P_all, pad_id) if P_all > 0 else None
-        for g, rs in self.groups.items():
-            P = self.pmask[g].shape[1]
-            if kv is None or P == 0:
-                self.kv[g] = None
+            self.kv[g] = self._gather(rs, kv_src, P, time_dim=2, left=True) if P > 0 else None
+            if out_src is not None:
+                block_out[g] = self._gather(rs, lambda r: (*out_src(r), None), S, time_dim=1, left=False)
+        self.block_out = block_out
+
+    def _gather(self, rs, src, width: int, time_dim: int, left: bool):
+        """Stack rows ``rs`` from their sources into one tensor (or a per-layer list of (K, V) pairs),
+        each row's real positions kept at the left (suffix states) or right (prefix keys/values) end,
+        padded to ``width``; one index-copy per source tensor rather than one per row."""
+        by_src: dict[int, tuple] = {}
+        for a, r in enumerate(rs):
+            t, q, _ = src(r)
+            if t is None:        # a row without a prefix: its (masked) keys/values stay zero
                 continue
-            sel = self.rows_t[g]
-            self.kv[g] = [(K[sel, :, P_all - P:].contiguous(), V[sel, :, P_all - P:].contiguous()) for K, V in kv]
-        del kv
+            by_src.setdefault(id(t), (t, [], []))[1].append(q)
+            by_src[id(t)][2].append(a)
+
+        def one(parts):          # parts: [(source tensor, source rows, destination rows)]
+            ref = parts[0][0]
+            shape = list(ref.shape)
+            shape[0], shape[time_dim] = len(rs), width
+            out = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
+            for t, qs, as_ in parts:
+                m = min(width, t.shape[time_dim])
+                piece = t[torch.tensor(qs, device=t.device)]
+                piece = piece.narrow(time_dim, t.shape[time_dim] - m, m) if left else piece.narrow(time_dim, 0, m)
+                dst = out.narrow(time_dim, width - m, m) if left else out.narrow(time_dim, 0, m)
+                dst.index_copy_(0, torch.tensor(as_, device=out.device), piece)
+            return out
+        srcs = list(by_src.values())
+        if isinstance(srcs[0][0], list):                    # per-layer (K, V) pairs
+            return [(one([(t[li][0], qs, as_) for t, qs, as_ in srcs]),
+                     one([(t[li][1], qs, as_) for t, qs, as_ in srcs])) for li in range(len(srcs[0][0]))]
+        return one(srcs)
+
+    def regroup(self, rs_all: list[int]) -> None:
+        """Regroup the suffixes of the rows still optimised (``rs_all``): as requests stop, the
+        original groups thin out into many small matrix products; regrouping the rest by length
+        restores larger ones. Keys/values and recorded block outputs are copied, not recomputed."""
+        where = {}
+        for g, rs in self.groups.items():
+            for q, r in enumerate(rs):
+                where[r] = (g, q)
+        kv, out = self.kv, self.block_out
+        self._build_groups(rs_all, lambda r: (kv[where[r][0]], where[r][1], None),
+                           (lambda r: (out[where[r][0]], where[r][1])) if out else None)
+
+    def n_rows(self) -> int:
+        return sum(len(rs) for rs in self.groups.values())
 
     def _prefix_kv(self, base, rows: _Rows, P: int, pad_id: int):
         """Keys/values of every row's prefix, left-padded to ``P`` with zeros (masked out).
@@ -409,6 +468,10 @@ def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, p
             timing["step_active"].append(int(active.numel()))
             is_active = torch.zeros(n, dtype=torch.bool, device=device)
             is_active[active] = True
+            if it > 0:
+                live = torch.nonzero(is_active[row_req]).squeeze(1).tolist()
+                if len(live) < _REGROUP_BELOW * cache.n_rows():
+                    cache.regroup(live)
             local_req = torch.full((n,), -1, dtype=torch.long, device=device)
             local_req[active] = torch.arange(active.numel(), device=device)
             d_act = delta[active].clone().requires_grad_(True)

@@ -326,3 +326,38 @@ def test_keys_and_hidden_equal_a_full_prompt_pass_one_prompt_at_a_time(tiny):
                                                atol=1e-5, rtol=1e-5)
             group_means.append(torch.stack(ks).mean(0))
         torch.testing.assert_close(st.keys[1][:, j], torch.stack(group_means).mean(0).float(), atol=1e-5, rtol=1e-5)
+
+
+MORE_REQS = REQS + [
+    EditRequest("{} is a citizen of", "Lionel Messi", "Japan", "Argentina", case_id=3),
+    EditRequest("The official language of {} is", "Brazil", "German", "Portuguese", case_id=4),
+    EditRequest("{} was developed by", "Windows 95", "Google", "Microsoft", case_id=5),
+]
+
+
+def test_regrouped_suffixes_give_the_same_targets(tiny, monkeypatch):
+    """As requests stop early their rows leave the suffix groups, which are then rebuilt from the
+    rows still optimised (cached keys/values and block outputs copied): every request's z and step
+    count equal optimising it alone (where nothing is ever regrouped)."""
+    from bluebook import targets as T
+    model, tok = tiny
+    kw = dict(steps=6, lr=0.5, weight_decay=0.0, clamp_norm_factor=100.0)   # losses fall on these models
+    free = TargetConfig(early_stop=-1.0, **kw)
+    alone = [optimize_targets(model, tok, [r], 1, free, TEMPLATES, progress=False) for r in MORE_REQS]
+    # an early-stop threshold in the middle of the widest gap between the losses seen, so that some
+    # requests stop at different iterations and rounding cannot move a stop
+    seen = sorted(x for res in alone for x in res.loss[0])
+    lo, hi = len(seen) // 4, 3 * len(seen) // 4
+    a = max(range(lo, hi), key=lambda i: seen[i + 1] - seen[i])
+    cfg = TargetConfig(early_stop=(seen[a] + seen[a + 1]) / 2, **kw)
+    calls = []
+    orig = T._PrefixCache.regroup
+    monkeypatch.setattr(T._PrefixCache, "regroup", lambda self, rs: (calls.append(len(rs)), orig(self, rs)))
+    res = optimize_targets(model, tok, MORE_REQS, 1, cfg, TEMPLATES, progress=False)
+    assert calls, "no request stopped early enough to regroup"
+    assert len(set(res.steps)) >= 2
+    monkeypatch.setattr(T._PrefixCache, "regroup", orig)
+    for j, r in enumerate(MORE_REQS):
+        one = optimize_targets(model, tok, [r], 1, cfg, TEMPLATES, progress=False)
+        assert res.steps[j] == one.steps[0]
+        assert (res.z[j] - one.z[0]).abs().max() < 1e-4
