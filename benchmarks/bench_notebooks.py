@@ -32,7 +32,7 @@ def main():
         wall = time.perf_counter() - t0
         index = json.loads((Path(tmp) / "index.json").read_text())
     seconds = {stem: info["seconds"] for stem, info in index.items()}
-    out = {"profile": args.profile, "command": " ".join(["python"] + cmd[1:3] + ["--out", "DIR"] + cmd[5:]),
+    out = {"profile": args.profile, "command": " ".join(["python"] + cmd[1:4] + ["--out", "DIR"] + cmd[6:]),
            "wall_s": wall, "notebooks_s": seconds, "notebooks_total_s": sum(seconds.values()),
            # the largest peak RSS of any finished child process (the kernels), not their sum
            "children_peak_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
