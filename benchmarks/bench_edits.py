@@ -36,7 +36,6 @@ def _split(timing: list[dict]) -> dict:
 
 def worker(method: str, n: int, device: str, regroup: bool = True) -> dict:
     if not regroup:                      # A/B switch for the v* loop's suffix regrouping
-        import bluebook.targets
         bluebook.targets._REGROUP_BELOW = 0.0
     model, tok = bluebook.load_model("smollm2-135m", device=device)
     cfg = bluebook.preset_for(model)
