@@ -5,6 +5,7 @@ Each (batch size, variant) runs in its own subprocess, so its peak RSS (and CUDA
 that variant's alone; a baseline worker that only loads the model and the cached statistics gives
 the memory every variant starts from. Statistics are computed (or loaded) once before timing.
 Usage: python benchmarks/bench_edits.py [--batch 20 100] [--methods memit,memit_blue,...] [--device cuda]
+       [--dataset zsre] (writes edits_zsre_b<n>.json)
        [--no-regroup]   (writes edits_b<n>_no_regroup.json: the v* loop without suffix regrouping)
 """
 import argparse
@@ -34,7 +35,7 @@ def _split(timing: list[dict]) -> dict:
             "later_request_iterations": sum(a for t in timing for a in t["step_active"][1:])}
 
 
-def worker(method: str, n: int, device: str, regroup: bool = True) -> dict:
+def worker(method: str, n: int, device: str, regroup: bool = True, dataset: str = "counterfact") -> dict:
     if not regroup:                      # A/B switch for the v* loop's suffix regrouping
         bluebook.targets._REGROUP_BELOW = 0.0
     model, tok = bluebook.load_model("smollm2-135m", device=device)
@@ -44,7 +45,7 @@ def worker(method: str, n: int, device: str, regroup: bool = True) -> dict:
     state.stats = {l: got[l].C for l in cfg.layers}
     row = {"batch": n, "method": method}
     if method != "baseline":
-        reqs = bluebook.load_counterfact(n=n)
+        reqs = (bluebook.load_zsre if dataset == "zsre" else bluebook.load_counterfact)(n=n)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
@@ -68,13 +69,15 @@ def main():
     ap.add_argument("--batch", type=int, nargs="+", default=[20, 100])
     ap.add_argument("--methods", default=",".join(VARIANTS))
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--dataset", default="counterfact", choices=["counterfact", "zsre"],
+                    help="the shipped records to edit (the first N of them)")
     ap.add_argument("--no-regroup", action="store_true",
                     help="never regroup the v* loop's suffix groups as requests stop (for A/B runs)")
     ap.add_argument("--worker", nargs=2, metavar=("METHOD", "N"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print("ROW " + json.dumps(worker(args.worker[0], int(args.worker[1]), args.device,
-                                         regroup=not args.no_regroup)), flush=True)
+                                         regroup=not args.no_regroup, dataset=args.dataset)), flush=True)
         return
     model, tok = bluebook.load_model("smollm2-135m", device=args.device)
     cfg = bluebook.preset_for(model)
@@ -82,7 +85,7 @@ def main():
     del model
 
     def run(method, n):
-        flags = ["--no-regroup"] if args.no_regroup else []
+        flags = (["--no-regroup"] if args.no_regroup else []) + ["--dataset", args.dataset]
         p = subprocess.run([sys.executable, __file__, "--device", args.device, *flags, "--worker", method, str(n)],
                            capture_output=True, text=True, cwd=Path(__file__).parent)
         if p.returncode != 0:
@@ -100,8 +103,8 @@ def main():
             print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
             by = {r["method"]: r["wall_s"] for r in rows}
             ratios = {m: by[m + "_blue"] / by[m] for m in by if m + "_blue" in by}
-            name = f"edits_b{n}" + ("_no_regroup" if args.no_regroup else "")
-            path = write(name, {"baseline": base, "batch": n, "regroup": not args.no_regroup, "rows": rows,
+            name = ("edits_zsre_" if args.dataset == "zsre" else "edits_") + f"b{n}" + ("_no_regroup" if args.no_regroup else "")
+            path = write(name, {"baseline": base, "dataset": args.dataset, "batch": n, "regroup": not args.no_regroup, "rows": rows,
                                 "blue_over_base": ratios})
         print(f"batch {n}: BLUE / base wall-time ratios:", {k: round(v, 3) for k, v in ratios.items()})
         print("wrote", path)
