@@ -103,9 +103,10 @@ def main():
             print({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}, flush=True)
             by = {r["method"]: r["wall_s"] for r in rows}
             ratios = {m: by[m + "_blue"] / by[m] for m in by if m + "_blue" in by}
-            name = ("edits_zsre_" if args.dataset == "zsre" else "edits_") + f"b{n}" + ("_no_regroup" if args.no_regroup else "")
-            path = write(name, {"baseline": base, "dataset": args.dataset, "batch": n, "regroup": not args.no_regroup, "rows": rows,
-                                "blue_over_base": ratios})
+            name = ("edits_zsre_" if args.dataset == "zsre" else "edits_") + f"b{n}"
+            name += "_no_regroup" if args.no_regroup else ""
+            path = write(name, {"baseline": base, "dataset": args.dataset, "batch": n,
+                                "regroup": not args.no_regroup, "rows": rows, "blue_over_base": ratios})
         print(f"batch {n}: BLUE / base wall-time ratios:", {k: round(v, 3) for k, v in ratios.items()})
         print("wrote", path)
 

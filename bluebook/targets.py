@@ -173,15 +173,16 @@ class _PrefixCache:
         kv = self._prefix_kv(base, rows, P_all, pad_id) if P_all > 0 else None
         # Suffix groups: runs of rows sorted by suffix length, padded (after the real tokens, where
         # causal attention keeps real positions blind to them) to the group's longest suffix.
-        self._build_groups(list(range(R)), lambda r: (kv, r, P_all), None)
+        self._build_groups(list(range(R)), lambda r: (kv, r), None)
         del kv
 
     def _build_groups(self, rs_all: list[int], kv_src, out_src) -> None:
         """(Re)build the suffix groups over rows ``rs_all``.
 
-        ``kv_src(r)`` gives ``(kv, q, P)``: the row's prefix keys/values are row ``q`` of ``kv``
-        (left-padded to ``P``). ``out_src(r)`` gives ``(tensor, q)`` holding its recorded block output
-        (right-padded), or ``out_src`` is None before the first step.
+        ``kv_src(r)`` gives ``(kv, q)``: the row's prefix keys/values are row ``q`` of ``kv`` (a list of
+        per-layer (K, V) pairs, left-padded; None for rows without a prefix). ``out_src(r)`` gives
+        ``(tensor, q)`` holding its recorded block output (right-padded), or ``out_src`` is None before
+        the first step.
         """
         rows, device = self.rows, self.device
         suf_len = lambda r: len(rows.ids[r]) - rows.idx[r]
@@ -204,18 +205,18 @@ class _PrefixCache:
                 if rows.idx[r] > 0:
                     pmask[q, P - rows.idx[r]:] = 1
             self.pmask[g] = pmask.to(device)
-            self.kv[g] = self._gather(rs, kv_src, P, time_dim=2, left=True) if P > 0 else None
+            self.kv[g] = self._gather(rs, kv_src, P, time_dim=2, left_pad=True) if P > 0 else None
             if out_src is not None:
-                block_out[g] = self._gather(rs, lambda r: (*out_src(r), None), S, time_dim=1, left=False)
+                block_out[g] = self._gather(rs, out_src, S, time_dim=1, left_pad=False)
         self.block_out = block_out
 
-    def _gather(self, rs, src, width: int, time_dim: int, left: bool):
+    def _gather(self, rs, src, width: int, time_dim: int, left_pad: bool):
         """Stack rows ``rs`` from their sources into one tensor (or a per-layer list of (K, V) pairs),
-        each row's real positions kept at the left (suffix states) or right (prefix keys/values) end,
-        padded to ``width``; one index-copy per source tensor rather than one per row."""
+        each row's real positions kept at the right end (``left_pad``: prefix keys/values) or the left
+        end (suffix states), padded to ``width``; one index-copy per source tensor rather than one per row."""
         by_src: dict[int, tuple] = {}
         for a, r in enumerate(rs):
-            t, q, _ = src(r)
+            t, q = src(r)
             if t is None:        # a row without a prefix: its (masked) keys/values stay zero
                 continue
             by_src.setdefault(id(t), (t, [], []))[1].append(q)
@@ -229,8 +230,9 @@ class _PrefixCache:
             for t, qs, as_ in parts:
                 m = min(width, t.shape[time_dim])
                 piece = t[torch.tensor(qs, device=t.device)]
-                piece = piece.narrow(time_dim, t.shape[time_dim] - m, m) if left else piece.narrow(time_dim, 0, m)
-                dst = out.narrow(time_dim, width - m, m) if left else out.narrow(time_dim, 0, m)
+                src_at, dst_at = (t.shape[time_dim] - m, width - m) if left_pad else (0, 0)
+                piece = piece.narrow(time_dim, src_at, m)
+                dst = out.narrow(time_dim, dst_at, m)
                 dst.index_copy_(0, torch.tensor(as_, device=out.device), piece)
             return out
         srcs = list(by_src.values())
@@ -248,7 +250,7 @@ class _PrefixCache:
             for q, r in enumerate(rs):
                 where[r] = (g, q)
         kv, out = self.kv, self.block_out
-        self._build_groups(rs_all, lambda r: (kv[where[r][0]], where[r][1], None),
+        self._build_groups(rs_all, lambda r: (kv[where[r][0]], where[r][1]),
                            (lambda r: (out[where[r][0]], where[r][1])) if out else None)
 
     def n_rows(self) -> int:
