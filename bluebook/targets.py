@@ -229,9 +229,9 @@ class _PrefixCache:
             out = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
             for t, qs, as_ in parts:
                 m = min(width, t.shape[time_dim])
-                piece = t[torch.tensor(qs, device=t.device)]
                 src_at, dst_at = (t.shape[time_dim] - m, width - m) if left_pad else (0, 0)
-                piece = piece.narrow(time_dim, src_at, m)
+                # narrow first: only the kept positions of the chosen rows are copied
+                piece = t.narrow(time_dim, src_at, m).index_select(0, torch.tensor(qs, device=t.device))
                 dst = out.narrow(time_dim, dst_at, m)
                 dst.index_copy_(0, torch.tensor(as_, device=out.device), piece)
             return out
