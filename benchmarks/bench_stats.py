@@ -6,9 +6,9 @@ import tempfile
 import torch
 
 import bluebook
-from bluebook.config import with_overrides
+from bluebook.core.config import with_overrides
 from bluebook.data import wiki_texts
-from bluebook.stats import CovarianceStore, collect_second_moments, layer_stats
+from bluebook.core.stats import CovarianceStore, collect_second_moments, layer_stats
 
 from common import peak_rss_mb, timed, write
 

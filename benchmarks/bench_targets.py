@@ -14,9 +14,9 @@ import argparse
 import torch
 
 import bluebook
-from bluebook.config import with_overrides
-from bluebook.targets import optimize_target_plain, optimize_targets
-from bluebook.templates import context_templates
+from bluebook.core.config import with_overrides
+from bluebook.core.targets import optimize_target_plain, optimize_targets
+from bluebook.core.templates import context_templates
 
 from common import peak_rss_mb, timed, write
 

@@ -13,9 +13,9 @@ import torch
 
 import bluebook
 from bluebook import metrics
-from bluebook.config import load_preset, with_overrides
-from bluebook.targets import optimize_targets
-from bluebook.templates import context_templates
+from bluebook.core.config import load_preset, with_overrides
+from bluebook.core.targets import optimize_targets
+from bluebook.core.templates import context_templates
 
 
 def main(n=30):

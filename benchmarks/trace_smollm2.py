@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bluebook.locate import (embedding_noise_scale, filter_known, peak_layer,  # noqa: E402
                              propose_critical_layers, trace_many)
-from bluebook.models import load_model  # noqa: E402
+from bluebook.model.loading import load_model  # noqa: E402
 from bluebook.runs import write_json  # noqa: E402
 
 SHARED_SUBSET = Path("/work/shared/data/counterfact/counterfact_subset.json")
@@ -36,8 +36,8 @@ DEFAULT_OUT = ROOT / "bluebook" / "assets" / "smollm2_tracing.json"
 def counterfact_items():
     """``(items, source)``: CounterFact requests in file order (bluebook's reader, else the raw JSON)."""
     try:
-        from bluebook.dsets import load_counterfact
-        return load_counterfact(), "bluebook.dsets.load_counterfact() (shipped subset)"
+        from bluebook.data import load_counterfact
+        return load_counterfact(), "bluebook.load_counterfact() (shipped subset)"
     except Exception as exc:  # the reader is optional here
         if not SHARED_SUBSET.exists():
             raise RuntimeError(f"no CounterFact data: bluebook.dsets failed ({exc}) and {SHARED_SUBSET} is missing")

@@ -10,16 +10,16 @@ Public API (everything else lives in submodules)::
         ...
     result.apply(); result.undo()
 """
-from .config import EditConfig, StatsConfig, TargetConfig, load_preset
-from .data import EditRequest, load_counterfact, load_zsre, wiki_texts
-from .editing import EditResult, SequentialState, edit
-from .methods import METHODS, parse_method
-from .models import load_model, tiny_model
-from .presets import preset_for
-from .specs import ModelSpec, spec_for
-from .targets import optimize_targets
-from .keys import read_states
-from .stats import layer_stats
+from bluebook.core.config import EditConfig, StatsConfig, TargetConfig, load_preset
+from bluebook.data import EditRequest, load_counterfact, load_zsre, wiki_texts
+from bluebook.editor import EditResult, SequentialState, edit
+from bluebook.core.methods import METHODS, parse_method
+from bluebook.model.loading import load_model, tiny_model
+from bluebook.core.presets import preset_for
+from bluebook.model.specs import ModelSpec, spec_for
+from bluebook.core.targets import optimize_targets
+from bluebook.core.keys import read_states
+from bluebook.core.stats import layer_stats
 
 __version__ = "0.1.0"
 

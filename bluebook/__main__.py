@@ -15,16 +15,16 @@ def main(argv=None):
     sr.add_argument("--profile", default="ci", choices=["ci", "full"])
     sr.add_argument("--only", nargs="*", default=None, help="notebook stems or numbers, e.g. 00 03")
     try:
-        from .replicate import add_cli
+        from bluebook.experiments.replicate import add_cli
         add_cli(sub)
     except ImportError:
         pass
     args = p.parse_args(argv)
     if args.cmd == "prepare":
-        from .models import prepare_embedded_model
+        from bluebook.model.loading import prepare_embedded_model
         print(prepare_embedded_model(force=args.force))
     elif args.cmd == "run-notebooks":
-        from .notebooks import run_all
+        from bluebook.notebooks import run_all
         run_all(args.out, args.only, args.profile)
     else:
         return args.func(args)

@@ -1,4 +1,4 @@
-"""Run plumbing: seeds, devices, atomic writes of result files."""
+"""Run plumbing: seeds, atomic writes of result files and caches, JSON of tensors and arrays."""
 from __future__ import annotations
 
 import contextlib
@@ -17,13 +17,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -47,15 +40,16 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def _jsonable(x):
+def jsonable(x):
+    """``x`` with tensors, arrays and numpy scalars as plain Python; NaN/inf as None (valid JSON)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, torch.Tensor):
-        return _jsonable(x.detach().cpu().tolist())
+        return jsonable(x.detach().cpu().tolist())
     if isinstance(x, np.ndarray):
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, (np.floating,)):
         return float(x)
     if isinstance(x, (np.integer,)):
@@ -66,7 +60,7 @@ def _jsonable(x):
 
 
 def write_json(path: str | Path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    return atomic_write_text(path, json.dumps(jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def write_metrics(output_dir: str | Path, metrics: dict) -> Path:

@@ -16,7 +16,7 @@ def smollm2():
 
 @pytest.fixture(params=["tiny-gpt2", "tiny-gptj", "tiny-llama"])
 def tiny(request):
-    from bluebook.models import tiny_model
+    from bluebook.model.loading import tiny_model
     return tiny_model(request.param)
 
 

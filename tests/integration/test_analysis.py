@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import bluebook
-from bluebook import EditRequest, analysis
-from bluebook.config import EditConfig, StatsConfig, TargetConfig
-from bluebook.specs import proj_weight
+from bluebook import EditRequest
+from bluebook import analysis
+from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
+from bluebook.model.specs import proj_weight
 
 REQS = [
     EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0,
@@ -81,7 +82,7 @@ def test_contribution_at_last_layer_is_identical(setup):
 
 def test_single_layer_uses_distributed_share_and_restores(setup):
     model, tok, cfg, res = setup
-    from bluebook.distribute import SingleLayer
+    from bluebook.core.distribute import SingleLayer
     before = {l: proj_weight(model, l).detach().clone() for l in LAYERS}
     for i, l in enumerate(LAYERS):
         pre = {2: res.targets[2]}
@@ -107,8 +108,8 @@ def test_bound_checks_hold(setup):
     assert all(r["holds"] for r in tab.rows)
     assert tab.holds_fraction == 1.0
     # the fast Q equals solvers.memit_Q, and the rows equal theory.check_bound
-    from bluebook import theory
-    from bluebook.solvers import memit_Q
+    from bluebook.analysis import theory
+    from bluebook.core.solvers import memit_Q
     K = bluebook.read_states(model, tok, REQS, key_layers=[0], templates=TEMPLATES).keys[0].double()
     C = bluebook.layer_stats(model, tok, [0], cfg.stats, progress=False)[0].C.double()
     Cp = K[:, :1] @ K[:, :1].T

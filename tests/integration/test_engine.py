@@ -5,12 +5,12 @@ import torch.nn.functional as F
 
 import bluebook
 from bluebook import EditRequest
-from bluebook.config import EditConfig, StatsConfig, TargetConfig
-from bluebook.hooks import hook_count, patched_weights, Trace
-from bluebook.keys import read_states
-from bluebook.specs import proj_weight, spec_for, math_weight
-from bluebook.targets import optimize_targets, optimize_target_plain
-from bluebook.tokens import subject_last_index
+from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
+from bluebook.model.hooks import hook_count, patched_weights, Trace
+from bluebook.core.keys import read_states
+from bluebook.model.specs import proj_weight, spec_for, math_weight
+from bluebook.core.targets import optimize_targets, optimize_target_plain
+from bluebook.model.tokens import subject_last_index
 
 REQS = [
     EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),
@@ -161,7 +161,7 @@ def test_conv1d_update_is_transposed_in_storage(cache_dir):
 def test_weights_restored_when_edit_fails_midway(tiny_llama, monkeypatch):
     model, tok = tiny_llama
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    import bluebook.methods as M
+    import bluebook.core.methods as M
     calls = {"n": 0}
     orig = M.solvers.memit_delta
 
@@ -242,7 +242,7 @@ def test_prune_equals_memit_below_the_bound_and_finalize_is_paper_form(tiny_llam
     model, tok = tiny_llama
     cfg = _cfg([0, 1], lam=1e3)
     a = bluebook.edit(model, tok, REQS[:2], "memit", hparams=cfg, progress=False)
-    from bluebook.solvers import top_singular_value
+    from bluebook.core.solvers import top_singular_value
     for l, d in a.deltas.items():
         assert top_singular_value(d) < top_singular_value(math_weight(model, l))
     st = bluebook.SequentialState()
@@ -285,7 +285,7 @@ def test_half_precision_model_edits_with_a_warning(cache_dir, dtype):
 def test_shared_template_stems_give_the_same_prefix_cache(tiny, monkeypatch):
     """Running each context template's common tokens once (then only each row's remainder on top)
     gives the keys/values that running every row's whole prefix gives."""
-    from bluebook import targets as T
+    from bluebook.core import targets as T
     model, tok = tiny
     rows = T._build_rows(tok, REQS, TEMPLATES, "{} is a")
     stems = T._shared_stems(rows)
@@ -339,7 +339,7 @@ def test_regrouped_suffixes_give_the_same_targets(tiny, monkeypatch):
     """As requests stop early their rows leave the suffix groups, which are then rebuilt from the
     rows still optimised (cached keys/values and block outputs copied): every request's z and step
     count equal optimising it alone (where nothing is ever regrouped)."""
-    from bluebook import targets as T
+    from bluebook.core import targets as T
     model, tok = tiny
     kw = dict(steps=6, lr=0.5, weight_decay=0.0, clamp_norm_factor=100.0)   # losses fall on these models
     free = TargetConfig(early_stop=-1.0, **kw)

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from bluebook import locate
-from bluebook.hooks import Trace, edit_output, hook_count
+from bluebook.model.hooks import Trace, edit_output, hook_count
 from bluebook.locate import (ROW_LABELS, TraceResult, TraceSummary, filter_known, peak_layer,
                              propose_critical_layers, subject_noise, subject_range, target_token_id,
                              trace_many, trace_prompt)
-from bluebook.models import tiny_model
-from bluebook.specs import get_module, num_layers, spec_for
-from bluebook.tokens import subject_last_index
+from bluebook.model.loading import tiny_model
+from bluebook.model.specs import get_module, num_layers, spec_for
+from bluebook.model.tokens import subject_last_index
 
 KINDS = ["tiny-gpt2", "tiny-gptj", "tiny-llama"]
 TEMPLATE, SUBJECT, TARGET = "The mother tongue of {} is", "Danielle Darrieux", "French"

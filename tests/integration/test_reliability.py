@@ -7,11 +7,11 @@ import torch
 
 import bluebook
 from bluebook import EditRequest
-from bluebook.config import EditConfig, StatsConfig, TargetConfig
-from bluebook.hooks import hook_count, skip_blocks
+from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
+from bluebook.model.hooks import hook_count, skip_blocks
 from bluebook.metrics import evaluate_counterfact
-from bluebook.specs import proj_weight, spec_for, get_module
-from bluebook import solvers
+from bluebook.model.specs import proj_weight, spec_for, get_module
+from bluebook.core import solvers
 
 REQ = EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0,
                   paraphrase_prompts=["Paris is lovely. The capital of France is"],
@@ -102,8 +102,8 @@ def test_singular_refused_and_ill_conditioned_warned_never_nan():
 # ---------------------------------------------------------------- exact restore after failures
 @pytest.mark.parametrize("stage", ["stats", "targets", "keys", "solve", "post"])
 def test_weights_bit_identical_after_failure_in_each_stage(stage, cache_dir, monkeypatch):
-    import bluebook.editing as E
-    import bluebook.stats as S
+    import bluebook.editor.loop as E
+    import bluebook.core.stats as S
     model, tok = bluebook.tiny_model("tiny-llama")
     saved = _weights(model)
 
@@ -115,7 +115,7 @@ def test_weights_bit_identical_after_failure_in_each_stage(stage, cache_dir, mon
         monkeypatch.setattr(*target, boom)
     elif stage == "solve":
         calls = {"n": 0}
-        orig = bluebook.solvers.memit_delta
+        orig = bluebook.core.solvers.memit_delta
 
         def second_fails(*a, **k):     # the first layer's update is already written when this raises
             calls["n"] += 1
@@ -175,7 +175,7 @@ def test_same_seed_same_templates_targets_edits_metrics(cache_dir):
 # ---------------------------------------------------------------- block skipping in the v* loop
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-gptj", "tiny-llama"])
 def test_targets_with_and_without_block_skipping_agree(kind, monkeypatch):
-    import bluebook.targets as T
+    import bluebook.core.targets as T
     model, tok = bluebook.tiny_model(kind)
     reqs = [REQ, EditRequest("{} plays the sport of", "Michael Jordan", "soccer", "basketball")]
     tmpl = (("{}",), ("The day was long. {}", "Because. {}"))

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import bluebook
-import bluebook.replicate as rep
-from bluebook.models import tiny_model
+import bluebook.experiments.replicate as rep
+from bluebook.model.loading import tiny_model
 
 HP = {"target": {"steps": 3}, "stats": {"n_samples": 40, "max_len": 64}, "context_templates": [["{}"]]}
 METHODS = ["alphaedit", "memit_blue"]

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import bluebook
-from bluebook.specs import proj_weight
+from bluebook.model.specs import proj_weight
 
 pytestmark = pytest.mark.model
 
@@ -25,7 +25,7 @@ def test_embedded_model_knows_paris(smollm2):
 
 
 def test_second_load_uses_converted_folder(smollm2):
-    from bluebook.models import embedded_model_dir, verify_model_dir
+    from bluebook.model.loading import embedded_model_dir, verify_model_dir
     assert verify_model_dir(embedded_model_dir())
     m2, _ = bluebook.load_model("smollm2-135m")
     a = dict(smollm2[0].named_parameters())

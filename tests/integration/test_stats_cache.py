@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import bluebook
-from bluebook.config import StatsConfig
-from bluebook.stats import CovarianceStore, collect_second_moments, layer_stats
+from bluebook.core.config import StatsConfig
+from bluebook.core.stats import CovarianceStore, collect_second_moments, layer_stats
 
 TEXTS = ["The quick brown fox jumps over the lazy dog.", "Paris is the capital of France.",
          "A tiny model has tiny statistics, computed here on a few sentences."] * 4
@@ -20,8 +20,8 @@ def test_early_stop_equals_full_forward_and_manual(tiny):
     for l in (0, 2):
         torch.testing.assert_close(a[l].moment(), b[l].moment())
     # manual: every non-pad token's projection input, stacked
-    from bluebook.hooks import Trace
-    from bluebook.specs import spec_for
+    from bluebook.model.hooks import Trace
+    from bluebook.model.specs import spec_for
     name = spec_for(model).proj_name(2)
     rows = []
     for t in TEXTS:
@@ -56,7 +56,7 @@ def test_cache_roundtrip_and_corruption(tmp_path):
 
 def test_nan_statistics_refused(tmp_path, monkeypatch):
     model, tok = bluebook.tiny_model("tiny-gpt2")
-    import bluebook.stats as S
+    import bluebook.core.stats as S
     orig = S.SecondMoment.moment
     monkeypatch.setattr(S.SecondMoment, "moment", lambda self: orig(self) * float("nan"))
     with pytest.raises(ValueError, match="NaN"):
@@ -64,7 +64,7 @@ def test_nan_statistics_refused(tmp_path, monkeypatch):
 
 
 def test_edit_is_reproducible_bitwise(cache_dir):
-    from bluebook.config import EditConfig, TargetConfig
+    from bluebook.core.config import EditConfig, TargetConfig
     model, tok = bluebook.tiny_model("tiny-llama")
     cfg = EditConfig(layers=(0, 1), lam=1e-2, target=TargetConfig(steps=4),
                      stats=StatsConfig(n_samples=30, max_len=64), template_seed=3)
@@ -76,8 +76,8 @@ def test_edit_is_reproducible_bitwise(cache_dir):
 
 
 def test_export_edited_model_roundtrip(cache_dir, tmp_path):
-    from bluebook.config import EditConfig, TargetConfig
-    from bluebook.export import load_edited, save_edited
+    from bluebook.core.config import EditConfig, TargetConfig
+    from bluebook.experiments.export import load_edited, save_edited
     model, tok = bluebook.tiny_model("tiny-gpt2")
     cfg = EditConfig(layers=(1, 2), lam=1e-2, target=TargetConfig(steps=3),
                      stats=StatsConfig(n_samples=30, max_len=64))

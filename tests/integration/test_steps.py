@@ -4,7 +4,7 @@ import torch
 
 import bluebook
 from bluebook import EditRequest
-from bluebook.steps import (LayerSteps, restore_weights, snapshot_weights, steps_per_layer, update_norms,
+from bluebook.analysis.steps import (LayerSteps, restore_weights, snapshot_weights, steps_per_layer, update_norms,
                             weights_changed)
 
 REQS = [
@@ -74,4 +74,4 @@ def test_base_changes_every_critical_layer_and_restore_is_exact(llama):
     assert weights_changed(before, model) == [0, 1, 2]
     restore_weights(model, before)
     assert weights_changed(before, model) == []
-    assert all(torch.equal(bluebook.specs.proj_weight(model, l), w) for l, w in before.items())
+    assert all(torch.equal(bluebook.model.specs.proj_weight(model, l), w) for l, w in before.items())

@@ -21,9 +21,9 @@ import unicodedata
 import pytest
 
 from bluebook.data import EditRequest
-from bluebook.dsets import load_counterfact, load_zsre, zsre_record_to_request
-from bluebook.models import tiny_tokenizer
-from bluebook.tokens import subject_in_prompt, subject_last_index
+from bluebook.data import load_counterfact, load_zsre, zsre_record_to_request
+from bluebook.model.loading import tiny_tokenizer
+from bluebook.model.tokens import subject_in_prompt, subject_last_index
 
 MAX_MERGED_FRACTION = 0.005  # observed: 13 / 5000 on SmolLM2, 0 on the tiny tokenizer
 
@@ -39,7 +39,7 @@ def requests():
 def _load_smollm2_tokenizer():
     from transformers import AutoTokenizer
 
-    from bluebook.models import _prepare_tokenizer, prepare_embedded_model
+    from bluebook.model.loading import _prepare_tokenizer, prepare_embedded_model
 
     return _prepare_tokenizer(AutoTokenizer.from_pretrained(prepare_embedded_model(verbose=False)))
 

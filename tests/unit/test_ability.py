@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import bluebook
-from bluebook import ability
-from bluebook.models import tiny_model
+from bluebook.metrics import ability
+from bluebook.model.loading import tiny_model
 
 TEXTS = ["The capital of France is Paris.", "A cat sat on the mat and looked around for a while.", "Hi"]
 

@@ -2,8 +2,8 @@
 import pytest
 
 import bluebook
-from bluebook.config import EditConfig, available_presets, load_preset, with_overrides
-from bluebook.methods import METHODS, parse_method
+from bluebook.core.config import EditConfig, available_presets, load_preset, with_overrides
+from bluebook.core.methods import METHODS, parse_method
 
 
 def test_every_preset_loads_for_every_method():
@@ -60,7 +60,7 @@ def test_preset_chosen_from_architecture_not_name(tmp_path):
     cfg = bluebook.preset_for(model)
     assert max(cfg.layers) < model.config.num_hidden_layers
     from transformers import LlamaConfig
-    from bluebook.presets import preset_name
+    from bluebook.core.presets import preset_name
 
     class Fake:
         config = LlamaConfig(num_hidden_layers=30, hidden_size=576, intermediate_size=1536,

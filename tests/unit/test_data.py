@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from bluebook import dsets
+import bluebook.data as dsets
 from bluebook.data import EditRequest, as_requests
-from bluebook.dsets import (SHIPPED_COUNTERFACT, SHIPPED_ZSRE, DatasetFormatError, corpus_id,
+from bluebook.data import (SHIPPED_COUNTERFACT, SHIPPED_ZSRE, DatasetFormatError, corpus_id,
                             counterfact_record_to_request, load_counterfact, load_zsre, read_records,
                             wiki_texts, zsre_record_to_request)
 

@@ -1,7 +1,7 @@
 """Length grouping of sequences for padded batches (targets' suffix groups, prefix passes, keys)."""
 from hypothesis import given, strategies as st
 
-from bluebook.tokens import length_groups
+from bluebook.model.tokens import length_groups
 
 
 @given(st.lists(st.integers(1, 60), min_size=1, max_size=200))

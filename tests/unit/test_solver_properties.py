@@ -2,7 +2,7 @@
 import torch
 from hypothesis import given, settings, strategies as st
 
-from bluebook import solvers
+from bluebook.core import solvers
 
 dims = st.integers(min_value=1, max_value=12)
 

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from bluebook import solvers
-from bluebook.stats import SecondMoment
+from bluebook.core import solvers
+from bluebook.core.stats import SecondMoment
 
 
 def _rand(seed, d=6, m=9, n=4):

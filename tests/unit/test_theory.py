@@ -6,8 +6,8 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from bluebook import theory as th
-from bluebook.solvers import memit_delta, memit_Q
+from bluebook.analysis import theory as th
+from bluebook.core.solvers import memit_delta, memit_Q
 
 F64 = torch.float64
 RTOL = 1e-9

@@ -24,12 +24,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .config import TargetConfig
-from .data import EditRequest
-from .hooks import edit_output, skip_blocks
-from .specs import check_layers, get_module, num_layers, spec_for
-from .templates import flatten, validate
-from .tokens import check_tokenizer, length_groups, right_pad, subject_last_index
+from bluebook.core.config import TargetConfig
+from bluebook.data import EditRequest
+from bluebook.model.hooks import edit_output, skip_blocks
+from bluebook.model.specs import check_layers, get_module, num_layers, spec_for
+from bluebook.core.templates import flatten, validate
+from bluebook.model.tokens import check_tokenizer, length_groups, right_pad, subject_last_index
+from bluebook.model.device import model_device
 
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
 # Regroup the suffixes once fewer than this share of the grouped rows still belong to requests
@@ -376,7 +377,7 @@ def _blocks_return_tensors(model, layer: int) -> bool:
     def hook(module, args, out):
         seen["bare"] = isinstance(out, torch.Tensor)
     handle = get_module(model, name).register_forward_hook(hook)
-    device = next(model.parameters()).device
+    device = model_device(model)
     try:
         with torch.no_grad():
             model.base_model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
@@ -413,12 +414,12 @@ def optimize_targets(model, tok, requests: list[EditRequest], layer: int, cfg: T
 
 
 def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, progress) -> TargetResult:
-    device = next(model.parameters()).device
+    device = model_device(model)
     rows = _build_rows(tok, requests, templates, cfg.kl_prompt)
     n, R = len(requests), len(rows.ids)
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     t_start = time.perf_counter()
-    cache = _PrefixCache(model, rows, pad_id, device)
+    cache = _PrefixCache(model, rows, pad, device)
     timing = {"requests": n, "prefix_seconds": time.perf_counter() - t_start, "step_seconds": [], "step_active": []}
     _, head = _base_and_head(model)
     block = spec_for(model).block_name(layer)
@@ -577,7 +578,7 @@ def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetC
     cfg = cfg or TargetConfig()
     templates = validate(templates)
     block = spec_for(model).block_name(layer)
-    device = next(model.parameters()).device
+    device = model_device(model)
     tids = target_token_ids(tok, req)
     T = len(tids)
     tail = tok.decode(tids[:-1]) if T > 1 else ""

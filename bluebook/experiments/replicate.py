@@ -30,11 +30,11 @@ from pathlib import Path
 
 import torch
 
-from .data import as_requests, load_counterfact, load_zsre
-from .editing import SequentialState, edit
-from .methods import METHODS, parse_method
-from .runs import atomic_write_bytes, atomic_write_text, write_json
-from .specs import proj_weight
+from bluebook.data import as_requests, load_counterfact, load_zsre
+from bluebook.editor import SequentialState, edit
+from bluebook.core.methods import METHODS, parse_method
+from bluebook.runs import atomic_write_bytes, atomic_write_text, write_json
+from bluebook.model.specs import proj_weight
 
 #: Row order of the paper's tables (base method, then its BLUE variant).
 PAPER_ORDER = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
@@ -84,7 +84,7 @@ def _hparams_for(hparams, method: str):
 def _resolved(model, method: str, hp):
     """The full EditConfig a method will run with (preset + overrides), as JSON: a preset file that
     changed between a crash and the resume must not be mixed into one run."""
-    from .editing import _resolve_config
+    from bluebook.editor import _resolve_config
     return json.loads(json.dumps(_jsonable_hparams(_resolve_config(model, parse_method(method), hp, None))))
 
 
@@ -128,7 +128,7 @@ class _Originals:
 # --------------------------------------------------------------------------------------------
 
 def _evaluate(model, tok, requests, dataset, generation, resources, seed, eval_batch_size):
-    from . import metrics
+    from bluebook import metrics
     if dataset == "counterfact":
         cases = metrics.evaluate_counterfact(model, tok, requests, batch_size=eval_batch_size,
                                              generation=generation, resources=resources, seed=seed)
@@ -314,7 +314,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if isinstance(model_name_or_model, (str, Path)):
-        from .models import load_model
+        from bluebook.model.loading import load_model
         model_name = str(model_name_or_model)
         model, tok = load_model(model_name, device=device, **(load_kwargs or {}))
     else:
@@ -333,7 +333,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     out.mkdir(parents=True, exist_ok=True)
     log = print if progress else (lambda *a, **k: None)
 
-    from .models import model_fingerprint
+    from bluebook.model.loading import model_fingerprint
     fingerprint = model_fingerprint(model)
     base_cfg = {"dataset": dataset, "n": len(reqs), "batch": int(batch), "case_ids": case_ids,
                 "model_fingerprint": fingerprint, "generation": bool(generation), "seed": int(seed)}

@@ -97,7 +97,7 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-PRESET_DIR = Path(__file__).parent / "presets"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
 def available_presets() -> list[str]:
@@ -122,7 +122,7 @@ def load_preset(name: str, method: str | None = None, **overrides) -> EditConfig
     data = dict(raw.get("base") or {})
     variants = raw.get("variants") or {}
     if method is not None:
-        from .methods import parse_method
+        from bluebook.core.methods import parse_method
         m = parse_method(method)
         for key in (m.base, m.name):
             if key in variants:

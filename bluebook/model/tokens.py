@@ -47,6 +47,18 @@ def subject_in_prompt(prompt: str, subject: str, *, field: str = "prompt") -> st
     return prompt.replace(subject, "{}")
 
 
+def pad_id(tok) -> int:
+    """The token id used for padding: the tokenizer's pad token, else its end-of-text token, else 0.
+
+    bluebook pads on the right and masks padded positions (or, for cached prefixes, masks them
+    with the attention mask), so the id is never read; it only has to be a valid token.
+    """
+    for v in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
+        if v is not None:
+            return int(v)
+    return 0
+
+
 def right_pad(seqs, pad_id: int):
     """Stack token-id lists into ``(ids, mask)`` long tensors, right-padded with ``pad_id``."""
     import torch

@@ -1,8 +1,8 @@
 """Choosing a preset for a model from its architecture config (never from its name or path)."""
 from __future__ import annotations
 
-from .config import EditConfig, load_preset, with_overrides
-from .specs import num_layers, spec_for
+from bluebook.core.config import EditConfig, load_preset, with_overrides
+from bluebook.model.specs import num_layers, spec_for
 
 #: (family, n_layers, hidden size) -> preset file
 KNOWN = {

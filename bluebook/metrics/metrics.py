@@ -62,8 +62,9 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from .data import EditRequest, as_requests
-from .tokens import right_pad
+from bluebook.data import EditRequest, as_requests
+from bluebook.model.device import eval_mode, model_device
+from bluebook.model.tokens import pad_id, right_pad
 
 __all__ = [
     "continuation_nll",
@@ -93,33 +94,6 @@ GENERATION_NOT_RUN = "unavailable: generation was not run (generation=False)"
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-
-def _device(model) -> torch.device:
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
-
-
-def _pad_id(tok) -> int:
-    for v in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
-        if v is not None:
-            return int(v)
-    return 0
-
-
-@contextlib.contextmanager
-def _eval_mode(model):
-    """Evaluate with dropout off; restore the caller's train/eval mode afterwards."""
-    was_training = bool(getattr(model, "training", False))
-    if was_training:
-        model.eval()
-    try:
-        yield
-    finally:
-        if was_training:
-            model.train()
-
 
 def _with_space(text: str) -> str:
     """``" " + text`` (one leading space is ensured; targets are stored without it)."""
@@ -187,10 +161,10 @@ def _teacher_forced(model, prefix_ids: Sequence[Sequence[int]], cont_ids: Sequen
         if len(c) == 0:
             raise ValueError(f"pair {i}: the continuation has no tokens")
     batch_size = max(1, int(batch_size))
-    dev = _device(model)
+    dev = model_device(model)
     order = sorted(range(n), key=lambda i: -(len(prefix_ids[i]) + len(cont_ids[i])))
     out: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * n
-    with _eval_mode(model):
+    with eval_mode(model):
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
             ids, mask = right_pad([list(prefix_ids[i]) + list(cont_ids[i]) for i in idx], pad_id)
@@ -249,7 +223,7 @@ def continuation_nll(model, tok, prefixes: Sequence[str], continuations: Sequenc
     uniq = sorted(set(prefixes))
     ptable = dict(zip(uniq, _prefix_ids(tok, uniq)))
     res = _teacher_forced(model, [ptable[p] for p in prefixes], _continuation_ids(tok, continuations),
-                          _pad_id(tok), batch_size)
+                          pad_id(tok), batch_size)
     nll = torch.tensor([float(-lp.mean()) for lp, _ in res], dtype=torch.float64)
     correct = torch.tensor([bool(h.all()) for _, h in res], dtype=torch.bool)
     return nll, correct
@@ -272,7 +246,7 @@ def token_accuracy(model, tok, prompts: Sequence[str], answers: Sequence[str],
     if not prompts:
         return []
     res = _teacher_forced(model, _prefix_ids(tok, prompts), _continuation_ids(tok, answers),
-                          _pad_id(tok), batch_size)
+                          pad_id(tok), batch_size)
     return [[int(x) for x in h.tolist()] for _, h in res]
 
 
@@ -636,15 +610,15 @@ def generate_texts(model, tok, prompts: Sequence[str], max_out_len: int = 100, t
     prompts = list(prompts)
     if not prompts:
         return []
-    dev = _device(model)
-    pad = _pad_id(tok)
+    dev = model_device(model)
+    pad = pad_id(tok)
     enc = _prefix_ids(tok, prompts)
     texts: list[str | None] = [None] * len(prompts)
     # generation_config.eos_token_id would make HF stop at EOS; the reference never stops early
     saved_gc = getattr(model, "generation_config", None)
     # fork every visible GPU's RNG too (torch.manual_seed seeds them all; a model may span several)
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with _eval_mode(model), torch.random.fork_rng(devices=devices):
+    with eval_mode(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         if saved_gc is not None:
             gc_model = copy.deepcopy(saved_gc)

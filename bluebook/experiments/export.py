@@ -5,12 +5,12 @@ import dataclasses
 import json
 from pathlib import Path
 
-from .runs import _jsonable, atomic_dir
+from bluebook.runs import jsonable, atomic_dir
 
 
 def edit_log(results, extra: dict | None = None) -> dict:
     """A JSON-able record of what was applied: method, hyperparameters, requests, statistics key."""
-    from . import __version__
+    from bluebook import __version__
     entries = []
     for r in results:
         cfg = r.diagnostics.get("config")
@@ -22,7 +22,7 @@ def edit_log(results, extra: dict | None = None) -> dict:
                            "stats_config": dataclasses.asdict(cfg.stats) if cfg is not None else None},
             "update_norms": {str(l): float(d.norm()) for l, d in r.deltas.items()},
         })
-    return _jsonable({"bluebook_version": __version__, "edits": entries, **(extra or {})})
+    return jsonable({"bluebook_version": __version__, "edits": entries, **(extra or {})})
 
 
 def save_edited(model, tok, path: str | Path, results, extra: dict | None = None) -> Path:
@@ -43,7 +43,7 @@ def save_edited(model, tok, path: str | Path, results, extra: dict | None = None
 
 def load_edited(path: str | Path, device="auto", dtype=None):
     """``(model, tokenizer, edit_log)`` from a folder written by :func:`save_edited`."""
-    from .models import load_model
+    from bluebook.model.loading import load_model
     path = Path(path)
     log_file = path / "edit_log.json"
     if not log_file.exists():

@@ -11,11 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .data import EditRequest
-from .hooks import Trace
-from .specs import spec_for, check_layers
-from .templates import flatten, group_index, validate
-from .tokens import length_groups, right_pad, subject_last_index
+from bluebook.data import EditRequest
+from bluebook.model.hooks import Trace
+from bluebook.model.specs import spec_for, check_layers
+from bluebook.core.templates import flatten, group_index, validate
+from bluebook.model.tokens import length_groups, right_pad, subject_last_index
+from bluebook.model.device import model_device
 
 
 @dataclass
@@ -39,7 +40,7 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
     hidden_layers = check_layers(model, hidden_layers, field="hidden_layers") if hidden_layers else []
     templates = validate(templates)
     spec = spec_for(model)
-    device = next(model.parameters()).device
+    device = model_device(model)
     flat, groups = flatten(templates), group_index(templates)
     n_groups = len(templates)
     bare_pos = flat.index("{}") if "{}" in flat else None
@@ -56,7 +57,7 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
 
     if tok.padding_side != "right":
         raise ValueError("read_states expects a right-padding tokenizer (tok.padding_side='right')")
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     seqs = [ids[:i + 1] for ids, i in zip(tok(texts)["input_ids"], idxs)]
     groups_by_len = length_groups([len(q) for q in seqs])
     order = [q for g in groups_by_len for q in g]
@@ -76,7 +77,7 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
     hidden = {l: [None] * n for l in hidden_layers}
 
     for s, e in bounds:
-        ids, mask = right_pad(seqs[s:e], pad_id)
+        ids, mask = right_pad(seqs[s:e], pad)
         enc = {"input_ids": ids.to(device), "attention_mask": mask.to(device)}
         rows = torch.arange(ids.shape[0], device=device)
         pos = torch.tensor(idxs[s:e], device=device)

@@ -59,7 +59,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from .solvers import memit_Q
+from bluebook.core.solvers import memit_Q
 
 __all__ = [
     "distributed_residual", "residual_deviation", "weight_deviation",

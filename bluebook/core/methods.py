@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import solvers
-from .distribute import Boundary, Even
+from bluebook.core import solvers
+from bluebook.core.distribute import Boundary, Even
 
 _DT = {"float64": torch.float64, "float32": torch.float32}
 

@@ -37,10 +37,10 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # imported lazily at run time: bluebook.data re-exports this module
-    from .data import EditRequest
+from bluebook.data.requests import EditRequest
 
 __all__ = [
+    "as_requests",
     "DatasetFormatError",
     "SHIPPED_COUNTERFACT",
     "SHIPPED_ZSRE",
@@ -55,7 +55,7 @@ __all__ = [
     "corpus_id",
 ]
 
-_ASSETS = Path(__file__).resolve().parent / "assets"
+_ASSETS = Path(__file__).resolve().parent.parent / "assets"
 SHIPPED_COUNTERFACT = _ASSETS / "counterfact_2500.json.xz"
 SHIPPED_ZSRE = _ASSETS / "zsre_2500.json.xz"
 ZSRE_TARGET_TRUE = "<|endoftext|>"
@@ -159,7 +159,6 @@ def _case_id(rec: dict, required: bool) -> int | str | None:
 
 
 def _make_request(**kw) -> "EditRequest":
-    from .data import EditRequest
 
     try:
         return EditRequest(**kw)
@@ -645,3 +644,19 @@ def corpus_id(source: str | Path = WIKI_OFFLINE, n: int | None = None, seed: int
     if n is None:
         return f"{base}:all"
     return f"{base}:n{int(n)}:seed{seed}"
+
+
+def as_requests(items) -> list[EditRequest]:
+    """Accept EditRequests or dicts (bluebook fields, or ROME-style ``requested_rewrite`` records)."""
+    out = []
+    for i, it in enumerate(items):
+        if isinstance(it, EditRequest):
+            out.append(it)
+        elif isinstance(it, dict) and "requested_rewrite" in it:
+            out.append(counterfact_record_to_request(it))
+        elif isinstance(it, dict):
+            out.append(EditRequest(**it))
+        else:
+            raise TypeError(f"request {i} has type {type(it).__name__}; expected EditRequest or dict")
+    return out
+

@@ -26,14 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import theory
-from .config import EditConfig
-from .data import as_requests
-from .hooks import add_to_block
-from .keys import read_states
-from .specs import check_layers
-from .targets import TargetResult, _build_rows, optimize_targets
-from .templates import context_templates, validate
+from bluebook.analysis import theory
+from bluebook.core.config import EditConfig
+from bluebook.data import as_requests
+from bluebook.model.hooks import add_to_block
+from bluebook.core.keys import read_states
+from bluebook.model.specs import check_layers
+from bluebook.core.targets import TargetResult, _build_rows, optimize_targets
+from bluebook.core.templates import context_templates, validate
+from bluebook.model.device import model_device
 
 __all__ = [
     "LayerResiduals", "residuals_per_layer", "target_prob", "ContributionScores", "contribution_scores",
@@ -128,7 +129,7 @@ class LayerResiduals:
 def residuals_per_layer(model, tok, requests, layers=None, cfg: EditConfig | None = None, templates=None,
                         *, progress: bool = False) -> LayerResiduals:
     """``δ^L`` and a fresh ``δ^l`` at every critical layer, batched over requests, on the unedited model."""
-    from .presets import preset_for
+    from bluebook.core.presets import preset_for
     requests = as_requests(requests)
     if not requests:
         raise ValueError("requests is empty")
@@ -172,20 +173,20 @@ def target_prob(model, tok, requests, layer: int, vectors=None, templates=(("{}"
     templates = validate(templates)
     rows = _build_rows(tok, requests, templates, "{} is a")
     rw = [r for r in range(len(rows.ids)) if rows.kind[r] == "rw"]
-    device = next(model.parameters()).device
+    device = model_device(model)
     n = len(requests)
     if vectors is not None:
         vectors = torch.as_tensor(vectors).float()
         d = model.get_input_embeddings().weight.shape[1]
         if vectors.shape != (n, d):
             raise ValueError(f"vectors must be (n, d) = ({n}, {d}), got {tuple(vectors.shape)}")
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     psum = np.zeros(n)
     pcount = np.zeros(n)
     for s in range(0, len(rw), batch_size):
         chunk = rw[s:s + batch_size]
         S = max(len(rows.ids[r]) for r in chunk)
-        ids = torch.full((len(chunk), S), pad_id, dtype=torch.long)
+        ids = torch.full((len(chunk), S), pad, dtype=torch.long)
         mask = torch.zeros((len(chunk), S), dtype=torch.long)
         for q, r in enumerate(chunk):
             ids[q, :len(rows.ids[r])] = torch.tensor(rows.ids[r])
@@ -252,7 +253,7 @@ def contribution_scores(model, tok, requests, residuals: LayerResiduals, templat
 
     At ``l = L`` both vectors are the same tensor, so both scores are identical.
     """
-    from .presets import preset_for
+    from bluebook.core.presets import preset_for
     requests = as_requests(requests)
     templates = _templates(model, tok, cfg or preset_for(model, "memit"), templates)
     p0 = target_prob(model, tok, requests, residuals.layers[0], None, templates)
@@ -281,11 +282,11 @@ def single_layer_editing(model, tok, requests, layers=None, cfg: EditConfig | No
     no optimisation is repeated. Returns ``{"distributed": summary, "direct": summary, "unedited":
     summary}`` with :func:`bluebook.metrics.summarize` dicts, plus ``"layer"``.
     """
-    from . import edit as _edit
-    from .config import with_overrides
-    from .distribute import SingleLayer
-    from .metrics import evaluate_counterfact, summarize
-    from .presets import preset_for
+    from bluebook.editor import edit as _edit
+    from bluebook.core.config import with_overrides
+    from bluebook.core.distribute import SingleLayer
+    from bluebook.metrics import evaluate_counterfact, summarize
+    from bluebook.core.presets import preset_for
     requests = as_requests(requests)
     cfg = cfg or preset_for(model, method)
     layers = _layers(model, cfg, layers)
@@ -341,7 +342,7 @@ def spearman(x, y) -> float:
 
 
 def _stats(model, tok, layers, cfg: EditConfig) -> dict[int, torch.Tensor]:
-    from .stats import layer_stats
+    from bluebook.core.stats import layer_stats
     got = layer_stats(model, tok, list(layers), cfg.stats, progress=False)
     return {l: got[l].C.detach().double().cpu() for l in layers}
 
@@ -392,7 +393,7 @@ def bound_checks(model, tok, requests, layers=None, cfg: EditConfig | None = Non
 
     ``batch_size=1`` gives one row per (request, layer). Residuals are computed if not given.
     """
-    from .presets import preset_for
+    from bluebook.core.presets import preset_for
     requests = as_requests(requests)
     cfg = cfg or preset_for(model, "memit")
     layers = residuals.layers if residuals is not None else _layers(model, cfg, layers)
@@ -444,7 +445,7 @@ def sequential_sweep(model, tok, requests, earlier_requests, seq_lengths, layers
     recomputes them after each applied batch) and the residuals of the current batch are those of
     the unedited model, so only ``C_p`` changes with ``t``.
     """
-    from .presets import preset_for
+    from bluebook.core.presets import preset_for
     requests, earlier = as_requests(requests), as_requests(earlier_requests)
     cfg = cfg or preset_for(model, "memit")
     layers = residuals.layers if residuals is not None else _layers(model, cfg, layers)

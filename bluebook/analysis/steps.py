@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .data import as_requests
-from .distribute import Direct
-from .specs import num_layers, proj_weight
+from bluebook.data import as_requests
+from bluebook.core.distribute import Direct
+from bluebook.model.specs import num_layers, proj_weight
 
 #: Reported means (first to last critical layer) of the paper's ablation, for side-by-side tables.
 PAPER_STEPS = {
@@ -87,7 +87,7 @@ def steps_per_layer(model, tok, requests, layers=None, hparams=None, batch_size:
     ``layers``/``hparams`` are passed on to :func:`bluebook.edit` (``hparams=None``: the model's
     preset). ``method`` fixes the solver (``"memit"`` as in the paper). Returns :class:`LayerSteps`.
     """
-    from .editing import edit
+    from bluebook.editor import edit
 
     requests = as_requests(requests)
     if not requests:

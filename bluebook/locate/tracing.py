@@ -64,9 +64,10 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from .hooks import Trace, _out_tensor, _replace_out
-from .specs import get_module, num_layers, spec_for
-from .tokens import check_template, subject_in_prompt, subject_last_index
+from bluebook.model.hooks import Trace, _out_tensor, _replace_out
+from bluebook.model.specs import get_module, num_layers, spec_for
+from bluebook.model.tokens import check_template, subject_in_prompt, subject_last_index
+from bluebook.model.device import model_device
 
 KINDS = ("block", "mlp", "attn")
 
@@ -276,10 +277,6 @@ def _window_layers(kind: str, layer: int, window: int, n_layers: int) -> range:
     return range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2)))
 
 
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def _supports(model, arg: str) -> bool:
     try:
         return arg in inspect.signature(model.forward).parameters
@@ -408,7 +405,7 @@ def trace_prompt(model, tok, template: str, subject: str, target: str | int,
     prompt = template.replace("{}", subject)
     spec = spec_for(model)
     L = num_layers(model)
-    device = _model_device(model)
+    device = model_device(model)
     first, last = subject_range(tok, template, subject)
     tid = target_token_id(tok, prompt, target)
     noise = embedding_noise_scale(model) if noise is None else float(noise)
@@ -610,7 +607,7 @@ def _last_token_logits(model, batch_ids: list[list[int]]) -> torch.Tensor:
     Right padding with an attention mask; only the needed positions go through the output head
     (``logits_to_keep`` with a tensor of positions) when the model supports it.
     """
-    device = _model_device(model)
+    device = model_device(model)
     lengths = [len(x) for x in batch_ids]
     T = max(lengths)
     ids = torch.zeros(len(batch_ids), T, dtype=torch.long, device=device)

@@ -8,17 +8,17 @@ from pathlib import Path
 
 import torch
 
-from .config import EditConfig, load_preset, with_overrides
-from .data import EditRequest, as_requests
-from .distribute import Even
-from .hooks import preserved_weights
-from .keys import read_states
-from .methods import Method, parse_method
-from .runs import atomic_write_bytes
-from .specs import check_layers, math_weight, proj_weight, spec_for, to_storage
-from .targets import TargetResult, optimize_targets
-from .templates import context_templates
-from .tokens import check_tokenizer
+from bluebook.core.config import EditConfig, load_preset, with_overrides
+from bluebook.data import EditRequest, as_requests
+from bluebook.core.distribute import Even
+from bluebook.model.hooks import preserved_weights
+from bluebook.core.keys import read_states
+from bluebook.core.methods import Method, parse_method
+from bluebook.runs import atomic_write_bytes
+from bluebook.model.specs import check_layers, math_weight, proj_weight, spec_for, to_storage
+from bluebook.core.targets import TargetResult, optimize_targets
+from bluebook.core.templates import context_templates
+from bluebook.model.tokens import check_tokenizer
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,7 +80,7 @@ class SequentialState:
         """Reference-form PRUNE only (``prune_reference=True``): once after the last batch,
         ``W ← W + restrain(W − W₀)``. A no-op for every other method, and for PRUNE's paper form,
         which restrains after every batch."""
-        from . import solvers
+        from bluebook.core import solvers
         applied = {}
         if self.finalized or not self.W0 or not self.prune_reference:
             return applied
@@ -179,7 +179,7 @@ class _Context:
 
     def C(self, layer: int) -> torch.Tensor:
         if layer not in self.state.stats:
-            from .stats import layer_stats
+            from bluebook.core.stats import layer_stats
             got = layer_stats(self.model, self.tok, [layer], self.cfg.stats, fingerprint=self.state.fingerprint,
                               progress=self.progress)
             self.state.stats[layer] = got[layer].C
@@ -187,7 +187,7 @@ class _Context:
 
     def P(self, layer: int) -> torch.Tensor:
         if layer not in self.state.projectors:
-            from .solvers import nullspace_projector
+            from bluebook.core.solvers import nullspace_projector
             self.state.projectors[layer] = nullspace_projector(self.C(layer).to(torch.float64),
                                                                self.cfg.nullspace_threshold).float()
         return self.state.projectors[layer]
@@ -195,14 +195,14 @@ class _Context:
 
 def _resolve_config(model, method: Method, hparams, layers) -> EditConfig:
     if hparams is None:
-        from .presets import preset_for
+        from bluebook.core.presets import preset_for
         cfg = preset_for(model, method.name)
     elif isinstance(hparams, str):
         cfg = load_preset(hparams, method.name)
     elif isinstance(hparams, EditConfig):
         cfg = hparams
     elif isinstance(hparams, dict):
-        from .presets import preset_for
+        from bluebook.core.presets import preset_for
         cfg = with_overrides(preset_for(model, method.name), **hparams)
     else:
         raise TypeError(f"hparams must be None, a preset name, an EditConfig or a dict, got {type(hparams).__name__}")
@@ -245,13 +245,13 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     dist = distribution or method.distribution
     plan = dist.plan(crit_for_plan)
     if state is None:
-        from .models import model_fingerprint
+        from bluebook.model.loading import model_fingerprint
         state = SequentialState(method=method.name, fingerprint=model_fingerprint(model))
     elif state.method is not None and state.method != method.name:
         raise ValueError(f"state belongs to method {state.method!r}, not {method.name!r}")
     state.method = method.name
     if state.fingerprint is None:
-        from .models import model_fingerprint
+        from bluebook.model.loading import model_fingerprint
         state.fingerprint = model_fingerprint(model)
     wdtype = proj_weight(model, plan[0]).dtype
     if wdtype in (torch.float16, torch.bfloat16):
@@ -272,7 +272,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                 state.W0[l] = math_weight(model, l).detach().to("cpu", torch.float32).clone()
     missing = [l for l in plan if l not in state.stats]
     if missing:      # statistics first, all layers in one pass, outside the timed loop
-        from .stats import layer_stats
+        from bluebook.core.stats import layer_stats
         got = layer_stats(model, tok, missing, cfg.stats, fingerprint=state.fingerprint, progress=progress)
         for l in missing:
             state.stats[l] = got[l].C

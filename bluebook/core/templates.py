@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from .runs import atomic_write_text, cache_root
+from bluebook.runs import atomic_write_text, cache_root
+from bluebook.model.device import model_device
 
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 Templates = tuple[tuple[str, ...], ...]
@@ -38,7 +39,7 @@ def validate(templates) -> Templates:
 @torch.no_grad()
 def sample_templates(model, tok, seed: int = 0, max_len: int = 10, top_k: int = 5) -> Templates:
     """Sample one continuation per seed word (seeded, top-k) and build the two template groups."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     gen = torch.Generator(device="cpu").manual_seed(seed)
     texts = []
     for word in SEED_WORDS:
@@ -59,7 +60,7 @@ def context_templates(model, tok, seed: int = 0, fixed=None, cache: bool = True)
     """Fixed templates if given; else the cached (or freshly sampled) templates for (model, seed)."""
     if fixed is not None:
         return validate(fixed)
-    from .models import model_fingerprint
+    from bluebook.model.loading import model_fingerprint
 
     path = Path(cache_root()) / "templates" / f"{model_fingerprint(model)}-seed{seed}.json"
     if cache and path.exists():

@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .config import StatsConfig
-from .hooks import Trace
-from .runs import cache_root, atomic_write_bytes
-from .specs import spec_for, check_layers
-from .tokens import right_pad
+from bluebook.core.config import StatsConfig
+from bluebook.model.hooks import Trace
+from bluebook.runs import cache_root, atomic_write_bytes
+from bluebook.model.specs import spec_for, check_layers
+from bluebook.model.tokens import right_pad
+from bluebook.model.device import model_device
+from bluebook.model.tokens import pad_id
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -135,12 +137,12 @@ def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfi
     if cfg.dtype not in _DTYPES:
         raise ValueError(f"stats dtype must be one of {sorted(_DTYPES)}, got {cfg.dtype!r}")
     spec = spec_for(model)
-    device = next(model.parameters()).device
+    device = model_device(model)
     dtype = _DTYPES[cfg.dtype]
     names = [spec.proj_name(l) for l in layers]
-    from .specs import key_dim
+    from bluebook.model.specs import key_dim
     moments = {l: SecondMoment(key_dim(model, l), dtype, device) for l in layers}
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_id(tok)
     batches = list(_batches(tok, texts, cfg.max_len, cfg.batch_tokens))
     start = 0
     if checkpoint is not None and Path(checkpoint).exists():
@@ -184,8 +186,8 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
 
     ``texts``/``corpus`` override the configured corpus (then ``corpus`` must name it for the key).
     """
-    from .models import model_fingerprint
-    from .data import wiki_texts, corpus_id
+    from bluebook.model.loading import model_fingerprint
+    from bluebook.data import wiki_texts, corpus_id
 
     layers = check_layers(model, layers)
     store = store or CovarianceStore()

@@ -21,9 +21,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .data import as_requests
-from .metrics import _device, _eval_mode, _pad_id
-from .tokens import right_pad
+from bluebook.data import as_requests
+from bluebook.model.device import eval_mode, model_device
+from bluebook.model.tokens import pad_id, right_pad
 
 STATS_N, STATS_SEED = 1000, 1      # the subset the layer statistics use (StatsConfig defaults)
 
@@ -41,7 +41,7 @@ def heldout_texts(n: int = 200, seed: int = 0, stats_n: int = STATS_N, stats_see
     whose text equals a statistics document) are sorted, shuffled by ``random.Random(seed)`` and
     the first ``n`` are returned, so the result is deterministic and disjoint from the statistics.
     """
-    from .data import wiki_texts
+    from bluebook.data import wiki_texts
     texts = wiki_texts(n=None, source=source)
     order = list(range(len(texts)))
     random.Random(stats_seed).shuffle(order)
@@ -58,11 +58,11 @@ def heldout_texts(n: int = 200, seed: int = 0, stats_n: int = STATS_N, stats_see
 def token_nll(model, tok, texts: Sequence[str], max_len: int = 256, batch_size: int = 8) -> list[torch.Tensor]:
     """Per text, the NLL (nats) of every predicted token (token 2.. of the truncated text; a BOS
     added by the tokenizer is context, never a target). Right padding, built from ids."""
-    dev = _device(model)
-    pad = _pad_id(tok)
+    dev = model_device(model)
+    pad = pad_id(tok)
     ids = [tok(t, truncation=True, max_length=max_len)["input_ids"] for t in texts]
     out: list[torch.Tensor] = []
-    with _eval_mode(model):
+    with eval_mode(model):
         for s in range(0, len(ids), batch_size):
             chunk = ids[s:s + batch_size]
             x, mask = right_pad(chunk, pad)
@@ -92,8 +92,8 @@ def known_fact_hits(model, tok, requests, batch_size: int = 64) -> list[bool]:
     """Per request: is the first token of ``" " + target_true`` the top-1 next token after the
     filled rewrite prompt?"""
     reqs = as_requests(requests)
-    dev = _device(model)
-    pad = _pad_id(tok)
+    dev = model_device(model)
+    pad = pad_id(tok)
     prompts, firsts = [], []
     for r in reqs:
         if r.target_true is None:
@@ -141,7 +141,7 @@ class Shift:
 
 def subject_states(model, tok, requests, layer: int) -> torch.Tensor:
     """Block ``layer``'s output at each subject's last token: ``(d, n)`` on the CPU."""
-    from .keys import read_states
+    from bluebook.core.keys import read_states
     return read_states(model, tok, as_requests(requests), hidden_layers=[layer]).hidden[layer].detach().cpu()
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, asdict
 
-from .tokens import check_template, subject_in_prompt
+from bluebook.model.tokens import check_template, subject_in_prompt
 
 
 @dataclass(frozen=True)
@@ -75,20 +75,3 @@ class EditRequest:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def as_requests(items) -> list[EditRequest]:
-    """Accept EditRequests or dicts (bluebook fields, or ROME-style ``requested_rewrite`` records)."""
-    out = []
-    for i, it in enumerate(items):
-        if isinstance(it, EditRequest):
-            out.append(it)
-        elif isinstance(it, dict) and "requested_rewrite" in it:
-            from .dsets import counterfact_record_to_request
-            out.append(counterfact_record_to_request(it))
-        elif isinstance(it, dict):
-            out.append(EditRequest(**it))
-        else:
-            raise TypeError(f"request {i} has type {type(it).__name__}; expected EditRequest or dict")
-    return out
-from .dsets import *  # noqa: E402,F401,F403

@@ -1,0 +1,7 @@
+"""The paper's maths, one step a module (read in this order):
+
+``config``/``presets`` (hyperparameters) → ``templates`` (context prefixes) → ``stats`` (C = E[k kᵀ]) →
+``keys`` (K) → ``targets`` (v*, the plain loop) → ``distribute`` (the residual rule R) →
+``solvers`` (Δ in closed form) → ``methods`` (solver + rule + post-processing strategies).
+The loop that ties them together is :mod:`bluebook.editor`.
+"""

@@ -1,0 +1,1 @@
+"""Experiments: the sequential replication runner, exporting edited models, the notebook runner."""

@@ -1,0 +1,35 @@
+"""Evaluation: CounterFact and zsRE metrics, fluency, consistency, general ability."""
+from bluebook.metrics.metrics import (  # noqa: F401
+    CONSISTENCY_UNAVAILABLE,
+    GENERATION_NOT_RUN,
+    continuation_nll,
+    token_accuracy,
+    joint_tokenization_agrees,
+    evaluate_counterfact,
+    counterfact_case,
+    evaluate_zsre,
+    harmonic_mean,
+    summarize,
+    text_ngram_entropy,
+    ngram_entropy,
+    fluency_score,
+    generate_texts,
+    tfidf_vector,
+    tfidf_cosine,
+    ConsistencyResources,
+    consistency_score,
+    evaluate,
+)
+from bluebook.metrics.ability import (  # noqa: F401
+    heldout_texts,
+    token_nll,
+    perplexity,
+    known_fact_hits,
+    known_fact_accuracy,
+    Shift,
+    subject_states,
+    representation_shift,
+    lm_eval_available,
+    run_lm_eval,
+)
+

@@ -1,0 +1,1 @@
+"""Model access: architecture specs from ``config.model_type``, hooks, weight snapshots, tokens, loading."""
