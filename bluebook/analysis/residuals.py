@@ -32,7 +32,7 @@ from bluebook.data import as_requests
 from bluebook.model.hooks import add_to_block
 from bluebook.core.keys import read_states
 from bluebook.model.specs import check_layers
-from bluebook.core.targets import TargetResult, _build_rows, optimize_targets
+from bluebook.core.targets import TargetResult, build_rows, optimize_targets
 from bluebook.core.templates import context_templates, validate
 from bluebook.model.device import model_device
 
@@ -171,7 +171,7 @@ def target_prob(model, tok, requests, layer: int, vectors=None, templates=(("{}"
     requests = as_requests(requests)
     layer = check_layers(model, [layer], field="layer")[0]
     templates = validate(templates)
-    rows = _build_rows(tok, requests, templates, "{} is a")
+    rows = build_rows(tok, requests, templates, "{} is a")
     rw = [r for r in range(len(rows.ids)) if rows.kind[r] == "rw"]
     device = model_device(model)
     n = len(requests)

@@ -65,7 +65,7 @@ class TargetResult:
 
 
 @dataclass
-class _Rows:
+class PromptRows:
     ids: list[list[int]]
     idx: list[int]
     req: list[int]
@@ -83,9 +83,9 @@ def target_token_ids(tok, req: EditRequest) -> list[int]:
     return list(ids)
 
 
-def _build_rows(tok, requests, templates, kl_prompt: str) -> _Rows:
+def build_rows(tok, requests, templates, kl_prompt: str) -> PromptRows:
     flat = flatten(templates)
-    rows = _Rows([], [], [], [], [], [], [], [])
+    rows = PromptRows([], [], [], [], [], [], [], [])
     for j, r in enumerate(requests):
         tids = target_token_ids(tok, r)
         T = len(tids)
@@ -128,7 +128,7 @@ def _returned_cache(out):
     return c if c is not None else getattr(out, "past_key_values")
 
 
-def _shared_stems(rows: _Rows, min_len: int = 2) -> dict[int, list[int]]:
+def _shared_stems(rows: PromptRows, min_len: int = 2) -> dict[int, list[int]]:
     """Per context template: the token prefix that all its rows share (within their prefixes).
 
     Kept only where it is worth running once: at least ``min_len`` tokens and two rows.
@@ -161,7 +161,7 @@ class _PrefixCache:
     As requests stop early, :meth:`regroup` rebuilds the groups from the rows still optimised.
     """
 
-    def __init__(self, model, rows: _Rows, pad_id: int, device):
+    def __init__(self, model, rows: PromptRows, pad_id: int, device):
         R = len(rows.ids)
         self.device = device
         base = model.base_model
@@ -257,7 +257,7 @@ class _PrefixCache:
     def n_rows(self) -> int:
         return sum(len(rs) for rs in self.groups.values())
 
-    def _prefix_kv(self, base, rows: _Rows, P: int, pad_id: int):
+    def _prefix_kv(self, base, rows: PromptRows, P: int, pad_id: int):
         """Keys/values of every row's prefix, left-padded to ``P`` with zeros (masked out).
 
         Rows built from the same context template start with the same tokens (the template's text)
@@ -415,7 +415,7 @@ def optimize_targets(model, tok, requests: list[EditRequest], layer: int, cfg: T
 
 def _optimize_chunk(model, tok, requests, layer, cfg: TargetConfig, templates, progress) -> TargetResult:
     device = model_device(model)
-    rows = _build_rows(tok, requests, templates, cfg.kl_prompt)
+    rows = build_rows(tok, requests, templates, cfg.kl_prompt)
     n, R = len(requests), len(rows.ids)
     pad = pad_id(tok)
     t_start = time.perf_counter()

@@ -64,7 +64,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 
-from bluebook.model.hooks import Trace, _out_tensor, _replace_out
+from bluebook.model.hooks import Trace, output_tensor, replace_output
 from bluebook.model.specs import get_module, num_layers, spec_for
 from bluebook.model.tokens import check_template, subject_in_prompt, subject_last_index
 from bluebook.model.device import model_device
@@ -307,8 +307,8 @@ def _engine_hooks(model, spec, kinds, n_layers, state: _State, skip_ok: bool):
     def noise_hook(module, args, output):
         if state.noise_add is None:
             return None
-        h = _out_tensor(output)
-        return _replace_out(output, h + state.noise_add.to(device=h.device, dtype=h.dtype))
+        h = output_tensor(output)
+        return replace_output(output, h + state.noise_add.to(device=h.device, dtype=h.dtype))
 
     def restore_hook(key):
         def fn(module, args, output):
@@ -316,9 +316,9 @@ def _engine_hooks(model, spec, kinds, n_layers, state: _State, skip_ok: bool):
             if job is None:
                 return None
             rows, vec = job
-            h = _out_tensor(output).clone()
+            h = output_tensor(output).clone()
             h[rows.to(h.device), state.local_pos] = vec.to(device=h.device, dtype=h.dtype)
-            return _replace_out(output, h)
+            return replace_output(output, h)
         return fn
 
     def skipping_forward(layer, original):

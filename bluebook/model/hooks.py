@@ -17,11 +17,13 @@ class StopForward(Exception):
     """Raised inside a hook to end a forward pass early (caught by :class:`Trace`)."""
 
 
-def _out_tensor(output):
+def output_tensor(output):
+    """The hidden-state tensor of a module's output (the first element of a tuple/list output)."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 
-def _replace_out(output, new):
+def replace_output(output, new):
+    """``output`` with its hidden-state tensor replaced by ``new`` (same container type)."""
     if isinstance(output, tuple):
         return (new,) + tuple(output[1:])
     if isinstance(output, list):
@@ -56,7 +58,7 @@ class Trace(contextlib.AbstractContextManager):
                 x = args[0]
                 self.inputs[name] = x.detach() if self.detach else x
             if self.keep_outputs:
-                y = _out_tensor(output)
+                y = output_tensor(output)
                 self.outputs[name] = y.detach() if self.detach else y
             if name == self.stop_after:
                 raise StopForward()
@@ -95,7 +97,7 @@ class Trace(contextlib.AbstractContextManager):
 def edit_output(model: torch.nn.Module, name: str, fn: Callable[[torch.Tensor], torch.Tensor]):
     """Replace a module's output tensor by ``fn(output)`` for the duration of the block."""
     def hook(module, args, output):
-        return _replace_out(output, fn(_out_tensor(output)))
+        return replace_output(output, fn(output_tensor(output)))
     handle = get_module(model, name).register_forward_hook(hook)
     try:
         yield
