@@ -1,6 +1,8 @@
 # bluebook: two commands do everything on a fresh machine.
 #   make run   - set up, then execute every notebook (CI-sized defaults) into outputs/
 #   make test  - set up, then run the test suite
+#   make lab   - set up, then open JupyterLab on notebooks/ (edits keep each .ipynb and its .py paired)
+#   make sync  - after editing a notebooks/NN_*.py in a text editor: update its .ipynb
 # GPU users: `make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"`
 PYTHON ?= python3
 VENV ?= .venv
@@ -14,7 +16,7 @@ PYTEST_ARGS ?= -m "not slow and not gpu"
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test bench clean-outputs
+.PHONY: setup run test bench lab sync clean-outputs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +41,15 @@ test: setup
 
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+# The percent-format notebooks/NN_*.py are the source of truth; notebooks/jupytext.toml pairs them
+# with the .ipynb. JupyterLab syncs the pair on save; `sync` does it from the command line
+# (jupytext takes the newer file of each pair as the inputs and keeps the cell ids).
+sync: $(VENV)/.installed
+	$(VENV)/bin/jupytext --sync notebooks/[0-9]*_*.py
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean-outputs:
 	rm -rf $(OUT)

@@ -36,8 +36,6 @@ def _split(timing: list[dict]) -> dict:
 
 
 def worker(method: str, n: int, device: str, regroup: bool = True, dataset: str = "counterfact") -> dict:
-    if not regroup:                      # A/B switch for the v* loop's suffix regrouping
-        bluebook.targets._REGROUP_BELOW = 0.0
     model, tok = bluebook.load_model("smollm2-135m", device=device)
     cfg = bluebook.preset_for(model)
     state = bluebook.SequentialState()
@@ -49,7 +47,8 @@ def worker(method: str, n: int, device: str, regroup: bool = True, dataset: str 
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
-        res = bluebook.edit(model, tok, reqs, method, state=state, apply=True, progress=False)
+        hp = None if regroup else {"target": {"regroup_below": 0.0}}    # A/B switch for suffix regrouping
+        res = bluebook.edit(model, tok, reqs, method, state=state, apply=True, progress=False, hparams=hp)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         wall = time.perf_counter() - t0

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import bluebook
 from bluebook import metrics
-from bluebook.analysis.steps import restore_weights, snapshot_weights, update_norms, weights_changed
+from bluebook.model.weights import restore_weights, snapshot_weights, update_norms, weights_changed
 
 METHODS = ("memit", "alphaedit", "rect", "prune")
 KEYS = ("efficacy", "generalization", "specificity", "score")

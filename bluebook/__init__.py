@@ -13,7 +13,7 @@ Public API (everything else lives in submodules)::
 from bluebook.core.config import EditConfig, StatsConfig, TargetConfig, load_preset
 from bluebook.data import EditRequest, load_counterfact, load_zsre, wiki_texts
 from bluebook.editor import EditResult, SequentialState, edit
-from bluebook.core.methods import METHODS, parse_method
+from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
 from bluebook.model.loading import load_model, tiny_model
 from bluebook.core.presets import preset_for
 from bluebook.model.specs import ModelSpec, spec_for
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EditConfig", "StatsConfig", "TargetConfig", "load_preset", "preset_for",
     "EditRequest", "load_counterfact", "load_zsre", "wiki_texts",
-    "EditResult", "SequentialState", "edit", "METHODS", "parse_method",
+    "EditResult", "SequentialState", "edit", "METHODS", "PAPER_ORDER", "parse_method",
     "load_model", "tiny_model", "ModelSpec", "spec_for",
     "optimize_targets", "read_states", "layer_stats", "__version__",
 ]

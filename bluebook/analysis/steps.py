@@ -1,12 +1,11 @@
-"""Why two layers suffice: optimisation steps per critical layer (algorithms.md §10.4), and which
-projection weights an edit actually changed.
+"""Why two layers suffice: optimisation steps per critical layer (algorithms.md §10.4).
 
 The paper's ablation runs the *direct-residual* procedure over **all** critical layers, one after
 the other: at layer ``l_i`` a fresh target v* is optimised on the model that already contains the
 updates of ``l_0 … l_{i−1}``, the layer is updated with that full residual, and the next layer
 starts from there. If the first layer's update already moves the hidden state where it must go,
 the optimisation at the later layers stops almost at once. :func:`steps_per_layer` measures that
-with :func:`bluebook.edit` and ``distribution=Direct()``; the model's weights are unchanged on
+with :func:`bluebook.editor.edit` and ``distribution=Direct()``; the model's weights are unchanged on
 return.
 """
 from __future__ import annotations
@@ -14,11 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
+import pandas as pd
 
-from bluebook.data import as_requests
 from bluebook.core.distribute import Direct
-from bluebook.model.specs import num_layers, proj_weight
+from bluebook.data import as_requests
+from bluebook.editor import edit
 
 #: Reported means (first to last critical layer) of the paper's ablation, for side-by-side tables.
 PAPER_STEPS = {
@@ -57,7 +56,6 @@ class LayerSteps:
 
     def table(self):
         """A ``pandas.DataFrame`` with one row per critical layer (index i, layer, mean, std, min, max)."""
-        import pandas as pd
         return pd.DataFrame({"i": range(len(self.layers)), "layer": self.layers, "mean": self.mean,
                              "std": self.std,
                              "min": [int(min(self.counts[l])) for l in self.layers],
@@ -84,11 +82,9 @@ def steps_per_layer(model, tok, requests, layers=None, hparams=None, batch_size:
       counts ``k``; a request whose loss is already below the threshold at iteration 0 counts 0;
     * a request that never stops counts ``v_num_grad_steps`` (``hparams.target.steps``).
 
-    ``layers``/``hparams`` are passed on to :func:`bluebook.edit` (``hparams=None``: the model's
+    ``layers``/``hparams`` are passed on to :func:`bluebook.editor.edit` (``hparams=None``: the model's
     preset). ``method`` fixes the solver (``"memit"`` as in the paper). Returns :class:`LayerSteps`.
     """
-    from bluebook.editor import edit
-
     requests = as_requests(requests)
     if not requests:
         raise ValueError("requests is empty: give at least one EditRequest")
@@ -111,27 +107,3 @@ def steps_per_layer(model, tok, requests, layers=None, hparams=None, batch_size:
             traces.setdefault(l, []).extend([float(x) for x in t] for t in tr.loss)
     return LayerSteps(layers=plan, counts=counts, max_steps=cfg.target.steps, early_stop=cfg.target.early_stop,
                       batch_size=bs, final_loss=final_loss, loss=traces)
-
-
-# --------------------------------------------------------------------------------------------
-def snapshot_weights(model, layers=None) -> dict[int, torch.Tensor]:
-    """Copies of the edited projection weights (raw storage layout); ``layers=None``: every block."""
-    layers = range(num_layers(model)) if layers is None else layers
-    return {int(l): proj_weight(model, l).detach().clone() for l in layers}
-
-
-def restore_weights(model, snapshot: dict[int, torch.Tensor]) -> None:
-    """Copy a :func:`snapshot_weights` back, bit-exactly."""
-    with torch.no_grad():
-        for l, w in snapshot.items():
-            proj_weight(model, l).copy_(w)
-
-
-def update_norms(snapshot: dict[int, torch.Tensor], model) -> dict[int, float]:
-    """Frobenius norm ``‖W_now − W_snapshot‖_F`` per snapshot layer."""
-    return {l: float((proj_weight(model, l).detach().double() - w.double()).norm()) for l, w in snapshot.items()}
-
-
-def weights_changed(snapshot: dict[int, torch.Tensor], model) -> list[int]:
-    """Layers whose projection weight differs (in any element) from ``snapshot``."""
-    return sorted(l for l, w in snapshot.items() if not torch.equal(proj_weight(model, l).detach(), w))

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from bluebook.core.names import split_method
+
 
 @dataclass(frozen=True)
 class TargetConfig:
@@ -21,6 +23,8 @@ class TargetConfig:
     clamp_norm_factor: float = 0.75
     early_stop: float = 5e-2     # stop when the total loss < this
     kl_prompt: str = "{} is a"
+    engine: str = "fast"         # "plain": the readable loop; "fast": the batched engine (same result)
+    regroup_below: float = 0.75  # fast engine: regroup suffixes when fewer than this share of rows are live
 
 
 @dataclass(frozen=True)
@@ -122,9 +126,8 @@ def load_preset(name: str, method: str | None = None, **overrides) -> EditConfig
     data = dict(raw.get("base") or {})
     variants = raw.get("variants") or {}
     if method is not None:
-        from bluebook.core.methods import parse_method
-        m = parse_method(method)
-        for key in (m.base, m.name):
+        name, base, _ = split_method(method)
+        for key in (base, name):
             if key in variants:
                 data = _merge(data, variants[key])
     data = _merge(data, overrides)

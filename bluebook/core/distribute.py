@@ -13,8 +13,32 @@ is optimised, and how much of the residual each layer takes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import torch
+
+
+@runtime_checkable
+class Distribution(Protocol):
+    """A residual rule ``R``: the layers updated, where each one's target is optimised, how much
+    of the residual ``Z − h`` each takes. ``layers`` are the critical layers, ``plan`` the updated ones."""
+    name: str
+
+    def plan(self, layers: list[int]) -> list[int]:
+        """The layers to update, in order (each sees the updates of the ones before it)."""
+        ...
+
+    def target_layer(self, i: int, plan: list[int], layers: list[int]) -> int | None:
+        """Layer at which to optimise v* before updating ``plan[i]`` (None: reuse the last target)."""
+        ...
+
+    def measure_layer(self, i: int, plan: list[int], layers: list[int]) -> int:
+        """Layer whose current hidden state ``h`` the residual ``Z − h`` is measured at."""
+        ...
+
+    def residual(self, diff: torch.Tensor, i: int, plan: list[int], layers: list[int]) -> torch.Tensor:
+        """The residual ``plan[i]`` is solved for, from ``diff = Z − h`` (``d × n``)."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from bluebook.data import EditRequest
 from bluebook.model.hooks import Trace
 from bluebook.model.specs import spec_for, check_layers
 from bluebook.core.templates import flatten, group_index, validate
-from bluebook.model.tokens import length_groups, right_pad, subject_last_index
+from bluebook.model.tokens import length_groups, pad_id, right_pad, subject_last_index
 from bluebook.model.device import model_device
 
 

@@ -1,10 +1,11 @@
-"""Edit requests, the shipped CounterFact / zsRE subsets, readers for full local copies, and
-the Wikipedia corpus used for layer statistics."""
+"""The edit request: one fact to rewrite, with the prompts its evaluation uses."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, asdict
+from dataclasses import asdict, dataclass
 
 from bluebook.model.tokens import check_template, subject_in_prompt
+
+__all__ = ["EditRequest"]
 
 
 @dataclass(frozen=True)

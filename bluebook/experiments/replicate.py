@@ -31,13 +31,13 @@ from pathlib import Path
 import torch
 
 from bluebook.data import as_requests, load_counterfact, load_zsre
-from bluebook.editor import SequentialState, edit
-from bluebook.core.methods import METHODS, parse_method
+from bluebook.editor import SequentialState, edit, resolve_config
+from bluebook.model.weights import restore_weights, snapshot_weights
+from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
 from bluebook.runs import atomic_write_bytes, atomic_write_text, write_json
 from bluebook.model.specs import proj_weight
 
 #: Row order of the paper's tables (base method, then its BLUE variant).
-PAPER_ORDER = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
 COLUMNS = {"counterfact": ("efficacy", "generalization", "specificity", "fluency", "consistency"),
            "zsre": ("efficacy", "generalization", "specificity")}
 UNEDITED = "unedited"
@@ -84,8 +84,7 @@ def _hparams_for(hparams, method: str):
 def _resolved(model, method: str, hp):
     """The full EditConfig a method will run with (preset + overrides), as JSON: a preset file that
     changed between a crash and the resume must not be mixed into one run."""
-    from bluebook.editor import _resolve_config
-    return json.loads(json.dumps(_jsonable_hparams(_resolve_config(model, parse_method(method), hp, None))))
+    return json.loads(json.dumps(_jsonable_hparams(resolve_config(model, parse_method(method), hp, None))))
 
 
 def _fmt(v) -> str:
@@ -105,27 +104,14 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 
 
-class _Originals:
-    """Unedited copies (CPU) of every projection weight changed so far; ``restore`` puts them back."""
-
-    def __init__(self, model):
-        self.model, self.saved = model, {}
-
-    def remember(self, layers) -> None:
-        for l in layers:
-            if l not in self.saved:
-                self.saved[l] = proj_weight(self.model, l).detach().to("cpu", copy=True)
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        for l, w in self.saved.items():
-            p = proj_weight(self.model, l)
-            p.copy_(w.to(device=p.device, dtype=p.dtype))
-
-
 # --------------------------------------------------------------------------------------------
 # evaluation
 # --------------------------------------------------------------------------------------------
+
+def remember(model, originals: dict, layers) -> None:
+    """Add CPU copies of the not yet remembered ``layers``' weights to ``originals``."""
+    originals.update(snapshot_weights(model, [l for l in layers if l not in originals], device="cpu"))
+
 
 def _evaluate(model, tok, requests, dataset, generation, resources, seed, eval_batch_size):
     from bluebook import metrics
@@ -151,7 +137,7 @@ def _check_config(found: dict, expected: dict, where: Path) -> None:
             "Use another output folder, or resume=False (--no-resume) to discard it and start clean.")
 
 
-def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, originals: _Originals,
+def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, originals: dict,
                 resume: bool, progress: bool, eval_kw: dict, log) -> dict:
     from tqdm.auto import tqdm
 
@@ -167,7 +153,7 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
         log(f"[replicate] {method}: finished earlier, skipped")
         return {"summary": json.loads(summary_file.read_text()), "progress": prog, "skipped": True}
 
-    originals.restore()                                # the unedited model
+    restore_weights(model, originals)                                # the unedited model
     n_batches = math.ceil(len(requests) / batch)
     state = SequentialState()
     done, batch_log = 0, []
@@ -175,11 +161,8 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
         done = int(prog["batches_done"])
         weights = _read_safetensors(mdir / prog["weights_file"])
         layers = sorted(int(k.split(".")[1]) for k in weights)
-        originals.remember(layers)
-        with torch.no_grad():
-            for l in layers:
-                p = proj_weight(model, l)
-                p.copy_(weights[f"layer.{l}"].to(device=p.device, dtype=p.dtype))
+        remember(model, originals, layers)
+        restore_weights(model, {l: weights[f"layer.{l}"] for l in layers})      # the checkpointed weights
         state = SequentialState.load(mdir / prog["state_file"])
         batch_log = list(prog.get("batches", []))
         log(f"[replicate] {method}: resuming after batch {done}/{n_batches}")
@@ -190,7 +173,7 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
         chunk = requests[bi * batch:(bi + 1) * batch]
         t0 = time.perf_counter()
         res = edit(model, tok, chunk, method, hparams=hp, state=state, apply=False, progress=False)
-        originals.remember(res.deltas)                 # before the first change of each layer
+        remember(model, originals, res.deltas)                 # before the first change of each layer
         res.apply()
         seconds = time.perf_counter() - t0
         edited |= set(res.deltas)
@@ -342,7 +325,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     results = {"config": {**base_cfg, "model": model_name, "methods": methods,
                           "data": str(data_path) if data_path else "shipped"}, "methods": {}}
 
-    originals = _Originals(model)
+    originals: dict = {}       # unedited copies (CPU) of every weight changed so far
     try:
         # the unedited baseline, once
         udir = out / UNEDITED
@@ -385,9 +368,9 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
                 "config": cfg["resolved_config"],
                 "n_batches": len(batches), "skipped": got["skipped"]}
             _write_tables(out, results)
-            originals.restore()
+            restore_weights(model, originals)
     finally:
-        originals.restore()
+        restore_weights(model, originals)
     _write_tables(out, results)
     return results
 

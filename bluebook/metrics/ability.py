@@ -13,6 +13,7 @@ and "hidden-state shift" checks, in an offline form).
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 import random
 from dataclasses import dataclass
@@ -21,9 +22,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bluebook.data import as_requests
+from bluebook.core.keys import read_states
+from bluebook.data import WIKI_OFFLINE, as_requests, wiki_texts
 from bluebook.model.device import eval_mode, model_device
 from bluebook.model.tokens import pad_id, right_pad
+
+__all__ = ["heldout_texts", "token_nll", "perplexity", "known_fact_hits", "known_fact_accuracy", "Shift",
+           "subject_states", "representation_shift", "lm_eval_available", "run_lm_eval"]
 
 STATS_N, STATS_SEED = 1000, 1      # the subset the layer statistics use (StatsConfig defaults)
 
@@ -33,7 +38,7 @@ STATS_N, STATS_SEED = 1000, 1      # the subset the layer statistics use (StatsC
 # --------------------------------------------------------------------------------------------
 
 def heldout_texts(n: int = 200, seed: int = 0, stats_n: int = STATS_N, stats_seed: int = STATS_SEED,
-                  source: str = "wiki-offline") -> list[str]:
+                  source: str = WIKI_OFFLINE) -> list[str]:
     """``n`` texts of the offline Wikipedia corpus that the layer statistics never saw.
 
     The statistics use ``wiki_texts(n=stats_n, seed=stats_seed)``: the first ``stats_n`` indices of
@@ -41,7 +46,6 @@ def heldout_texts(n: int = 200, seed: int = 0, stats_n: int = STATS_N, stats_see
     whose text equals a statistics document) are sorted, shuffled by ``random.Random(seed)`` and
     the first ``n`` are returned, so the result is deterministic and disjoint from the statistics.
     """
-    from bluebook.data import wiki_texts
     texts = wiki_texts(n=None, source=source)
     order = list(range(len(texts)))
     random.Random(stats_seed).shuffle(order)
@@ -141,7 +145,6 @@ class Shift:
 
 def subject_states(model, tok, requests, layer: int) -> torch.Tensor:
     """Block ``layer``'s output at each subject's last token: ``(d, n)`` on the CPU."""
-    from bluebook.core.keys import read_states
     return read_states(model, tok, as_requests(requests), hidden_layers=[layer]).hidden[layer].detach().cpu()
 
 
@@ -165,7 +168,6 @@ def representation_shift(model_before_states, model_after_states) -> Shift:
 
 def lm_eval_available() -> bool:
     """True when the optional ``lm_eval`` package (lm-evaluation-harness) can be imported."""
-    import importlib.util
     return importlib.util.find_spec("lm_eval") is not None
 
 
@@ -174,7 +176,7 @@ def run_lm_eval(model, tok, tasks: Sequence[str], limit: int | None = 100, batch
     ``results`` dict. Needs the optional package and usually network access for the task data."""
     if not lm_eval_available():
         raise ImportError("run_lm_eval needs the optional 'lm_eval' package (pip install lm-eval)")
-    import lm_eval
+    import lm_eval  # deferred: an optional package
     from lm_eval.models.huggingface import HFLM
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size)
     got = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), limit=limit, **kw)

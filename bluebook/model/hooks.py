@@ -1,4 +1,4 @@
-"""Forward hooks as context managers, and exact weight patching.
+"""Forward hooks as context managers (weight snapshots and patches live in :mod:`bluebook.model.weights`).
 
 Every context manager here removes its hooks (and restores weights) in ``finally``, so nothing is
 left behind when the body raises.
@@ -123,38 +123,6 @@ def add_to_block(model: torch.nn.Module, layer: int, rows: torch.Tensor, positio
 def hook_count(model: torch.nn.Module) -> int:
     """Number of forward hooks currently registered anywhere in ``model`` (0 when clean)."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
-
-
-@contextlib.contextmanager
-def preserved_weights(model: torch.nn.Module, layers: Iterable[int]):
-    """On exception, restore the edited projections of ``layers`` bit-exactly, then re-raise."""
-    saved = {l: proj_weight(model, l).detach().clone() for l in layers}
-    try:
-        yield saved
-    except BaseException:
-        with torch.no_grad():
-            for l, w in saved.items():
-                proj_weight(model, l).copy_(w)
-        raise
-
-
-@contextlib.contextmanager
-def patched_weights(model: torch.nn.Module, deltas: dict[int, torch.Tensor]):
-    """Add math-layout updates ``{layer: Δ (d×m)}`` to the edited projections inside the block.
-
-    The original weights are copied first and copied back on exit (also when the body raises),
-    so they are restored bit-exactly, not by subtracting Δ.
-    """
-    saved = {l: proj_weight(model, l).detach().clone() for l in deltas}
-    try:
-        with torch.no_grad():
-            for l, d in deltas.items():
-                proj_weight(model, l).add_(to_storage(d, model, l))
-        yield model
-    finally:
-        with torch.no_grad():
-            for l, w in saved.items():
-                proj_weight(model, l).copy_(w)
 
 
 @contextlib.contextmanager

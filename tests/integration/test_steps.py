@@ -4,8 +4,8 @@ import torch
 
 import bluebook
 from bluebook import EditRequest
-from bluebook.analysis.steps import (LayerSteps, restore_weights, snapshot_weights, steps_per_layer, update_norms,
-                            weights_changed)
+from bluebook.analysis.steps import LayerSteps, steps_per_layer
+from bluebook.model.weights import restore_weights, snapshot_weights, update_norms, weights_changed
 
 REQS = [
     EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),

@@ -1,19 +1,10 @@
 """Notebooks 00–03 run top to bottom on their CI defaults and report sane headline numbers."""
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-# ``run_nb`` lives in this folder's conftest.py; tests/notebooks is not a package, so load it by path.
-_spec = importlib.util.spec_from_file_location("_nb_conftest", Path(__file__).with_name("conftest.py"))
-_conf = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_conf)
-run_nb = _conf.run_nb
 
 pytestmark = pytest.mark.notebook
 
 
-def test_00_tour(nb_out):
+def test_00_tour(nb_out, run_nb):
     m = run_nb("00_tour", nb_out)
     assert m["france_top1"] == "Paris"
     assert 0.3 < m["france_top1_prob"] <= 1.0
@@ -21,7 +12,7 @@ def test_00_tour(nb_out):
     assert m["n_layers"] == 30 and m["hidden_size"] == 576 and m["mlp_size"] == 1536
 
 
-def test_01_key_value_memory(nb_out):
+def test_01_key_value_memory(nb_out, run_nb):
     m = run_nb("01_key_value_memory", nb_out)
     assert m["layer"] == m["critical_layers"][-1]
     assert m["prob_drop_zero_all"] > 0
@@ -35,7 +26,7 @@ def _consecutive(xs):
     return all(isinstance(x, int) for x in xs) and xs == list(range(xs[0], xs[0] + len(xs)))
 
 
-def test_02_locating(nb_out):
+def test_02_locating(nb_out, run_nb):
     m = run_nb("02_locating", nb_out)
     assert isinstance(m["peak_mlp_layer"], int) and 0 <= m["peak_mlp_layer"] < 30
     assert isinstance(m["peak_mlp_layer_min1"], int) and 1 <= m["peak_mlp_layer_min1"] < 30
@@ -46,7 +37,7 @@ def test_02_locating(nb_out):
     assert all(h > l for h, l in zip(m["heatmap_high"], m["heatmap_low"]))
 
 
-def test_03_closed_form_edits(nb_out):
+def test_03_closed_form_edits(nb_out, run_nb):
     m = run_nb("03_closed_form_edits", nb_out)
     assert m["p_new_after"] > m["p_new_before"]
     assert m["target_top1_after"] is True

@@ -1,16 +1,7 @@
 """Execute notebooks 04 and 05 with their CI defaults and check their metrics.json."""
 import math
-from pathlib import Path
 
 import pytest
-
-NB_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-
-
-def run_nb(stem, out_dir, **params):
-    """Same as ``tests/notebooks/conftest.py:run_nb`` (imported here without a package-relative import)."""
-    from bluebook.notebooks import run_notebook
-    return run_notebook(NB_DIR / f"{stem}.ipynb", out_dir, parameters=params, timeout=1800)
 
 pytestmark = pytest.mark.notebook
 
@@ -20,7 +11,7 @@ def _finite(d):
     return all(v is not None and math.isfinite(float(v)) for v in vals)
 
 
-def test_04_residual_distribution(nb_out):
+def test_04_residual_distribution(nb_out, run_nb):
     m = run_nb("04_residual_distribution", nb_out)
     for key in ("contribution_distributed", "contribution_direct", "cosine", "single_layer_efficacy_distributed",
                 "single_layer_efficacy_direct", "single_layer_efficacy_ratio", "residual_deviation", "paper_claims"):
@@ -36,7 +27,7 @@ def test_04_residual_distribution(nb_out):
         assert all(0 <= v <= 100 for v in m[key].values())
 
 
-def test_05_bounds(nb_out):
+def test_05_bounds(nb_out, run_nb):
     m = run_nb("05_bounds", nb_out)
     assert m["bound_holds_fraction"] == 1.0
     assert m["bound_holds_fraction_batch_sweep"] == 1.0 and m["bound_holds_fraction_seq_sweep"] == 1.0

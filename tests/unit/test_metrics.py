@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+import bluebook.metrics.counterfact as metrics_counterfact
 from bluebook import metrics as M
 from bluebook.data import EditRequest
+from bluebook.metrics import ability, consistency, fluency, scoring, summary, zsre
 
 WORDS = ["<pad>", "x", "y", "z", "?", "<s>"]
 PAD, X, Y, Z, Q, BOS = range(6)
@@ -99,8 +101,8 @@ def test_leading_space_is_not_doubled_and_bos_only_in_prefix(cf_model):
     a, _ = M.continuation_nll(cf_model, tok, ["x"], ["y"])
     b, _ = M.continuation_nll(cf_model, tok, ["x"], [" y"])
     assert a.item() == pytest.approx(-math.log(0.30), abs=1e-6) == b.item()
-    assert M._continuation_ids(tok, ["y z"]) == [[Y, Z]]
-    assert M._prefix_ids(tok, ["x"]) == [[BOS, X]]
+    assert M.continuation_ids(tok, ["y z"]) == [[Y, Z]]
+    assert M.prefix_ids(tok, ["x"]) == [[BOS, X]]
 
 
 def test_empty_prefix_without_bos_is_an_error(cf_model):
@@ -217,8 +219,8 @@ def test_zsre_missing_prompts_are_none():
     (case,) = M.evaluate_zsre(model, WordTok(), [req])
     assert case["paraphrase_acc"] is None and case["neighborhood_acc"] is None
     assert case["paraphrase_prompts_correct"] == []
-    assert M._zsre_neighborhood_prompt("nq question: who is x") == "nq question: who is x?"
-    assert M._zsre_neighborhood_prompt("who?") == "who?"
+    assert M.zsre_neighborhood_prompt("nq question: who is x") == "nq question: who is x?"
+    assert M.zsre_neighborhood_prompt("who?") == "who?"
 
 
 # ------------------------------------------------------------------------------------------
@@ -301,9 +303,9 @@ def test_ngram_entropy_hand_computed():
 
 def test_ngram_entropy_word_tokens_and_sentence_splitting():
     # without sentence splitting only the final period is detached (documented deviation)
-    assert M._word_tokens("Paris. It is.") == ["Paris.", "It", "is", "."]
+    assert M.word_tokens("Paris. It is.") == ["Paris.", "It", "is", "."]
     split = lambda t: [s for s in re.split(r"(?<=\.)\s+", t) if s]  # noqa: E731
-    assert M._word_tokens("Paris. It is.", split) == ["Paris", ".", "It", "is", "."]
+    assert M.word_tokens("Paris. It is.", split) == ["Paris", ".", "It", "is", "."]
     assert M.text_ngram_entropy("Paris. It is.", split) > M.text_ngram_entropy("Paris. It is.")
 
 
@@ -359,7 +361,7 @@ def test_generation_plumbing_with_and_without_resources(cf_model, tmp_path, monk
         calls.append((list(prompts), kw))
         return [f"Paris city {i}" for i in range(len(prompts))]
 
-    monkeypatch.setattr(M, "generate_texts", fake_generate)
+    monkeypatch.setattr(metrics_counterfact, "generate_texts", fake_generate)  # where evaluate_counterfact looks it up
     req = EditRequest(prompt="{}", subject="x", target_new="z", target_true="y", paraphrase_prompts=("y x",),
                       neighborhood_prompts=("z",), generation_prompts=("g one", "g two"),
                       relation_id="P36", target_new_id="Q220")
@@ -387,3 +389,12 @@ def test_evaluate_convenience(cf_model):
     assert len(cases) == 1
     with pytest.raises(ValueError):
         M.evaluate(cf_model, WordTok(), [_cf_request()], dataset="nope")
+
+
+def test_public_api_of_bluebook_metrics():
+    modules = (scoring, metrics_counterfact, zsre, fluency, consistency, summary, ability)
+    assert set(M.__all__) == {name for m in modules for name in m.__all__}
+    for m in modules:
+        for name in m.__all__:
+            assert getattr(M, name) is getattr(m, name), (m.__name__, name)
+    assert not any(name.startswith("_") for name in M.__all__)

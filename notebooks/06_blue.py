@@ -1,51 +1,51 @@
-"""Write notebooks/06_blue.ipynb (no outputs) with nbformat. Usage: python scripts/build_notebook_06.py"""
-from pathlib import Path
+# ---
+# jupyter:
+#   jupytext:
+#     notebook_metadata_filter: -jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+# %% [markdown]
+# # 06 · BLUE: update only the boundary layers
+#
+# **Paper:** BLUE (NeurIPS 2025), §5 "Two layers suffice" (optimisation steps per layer) and the
+# sequential-editing comparison of §6; `docs/algorithms.md` §4–§8 and §10.4.
+#
+# **You will learn**
+# 1. how many v* optimisation steps each critical layer still needs when every layer gets its own,
+#    directly computed residual and the layers are updated one after the other (the paper's ablation);
+# 2. why that makes two layers — the first and the last critical layer — enough;
+# 3. how BLUE compares with its base method in a small *sequential* run, for MEMIT, AlphaEdit, RECT and PRUNE;
+# 4. which projection weights each method actually changes.
+#
+# **Runtime (CI profile, 2 CPU cores):** about 5–6 minutes on the embedded SmolLM2-135M. The CI
+# profile is deliberately tiny (4 requests, 10 v* steps, bare-prompt targets, 3 neighbourhood
+# prompts per request), so its numbers illustrate the mechanics, not the paper's effect sizes.
+# The full profile (`params/full/06_blue.yaml`: 200 requests for the steps table, 2000 edits in
+# batches of 100) is meant for a GPU.
 
-OUT = Path(__file__).resolve().parent.parent / "notebooks" / "06_blue.ipynb"
-
-cells = []
-md = lambda s: cells.append(new_markdown_cell(s.strip("\n")))
-code = lambda s, **kw: cells.append(new_code_cell(s.strip("\n"), **kw))
-
-md(r"""
-# 06 · BLUE: update only the boundary layers
-
-**Paper:** BLUE (NeurIPS 2025), §5 "Two layers suffice" (optimisation steps per layer) and the
-sequential-editing comparison of §6; `docs/algorithms.md` §4–§8 and §10.4.
-
-**You will learn**
-1. how many v* optimisation steps each critical layer still needs when every layer gets its own,
-   directly computed residual and the layers are updated one after the other (the paper's ablation);
-2. why that makes two layers — the first and the last critical layer — enough;
-3. how BLUE compares with its base method in a small *sequential* run, for MEMIT, AlphaEdit, RECT and PRUNE;
-4. which projection weights each method actually changes.
-
-**Runtime (CI profile, 2 CPU cores):** about 5–6 minutes on the embedded SmolLM2-135M. The CI
-profile is deliberately tiny (4 requests, 10 v* steps, bare-prompt targets, 3 neighbourhood
-prompts per request), so its numbers illustrate the mechanics, not the paper's effect sizes.
-The full profile (`params/full/06_blue.yaml`: 200 requests for the steps table, 2000 edits in
-batches of 100) is meant for a GPU.
-""")
-
-code(r"""
-model = "smollm2-135m"
+# %% tags=["parameters"]
+model_name = "smollm2-135m"
 n_steps_requests = 4        # requests for the steps-per-layer table
 steps_batch_size = 4        # requests edited together in the steps analysis (1: one by one)
 n_edits = 4                 # requests of the sequential comparison
 batch_size = 2              # requests per sequential batch
-target_steps = 10           # v* step budget; 0 keeps the preset's value
+target_steps = 10           # v* step budget; None keeps the preset's value
 bare_templates = True       # CI speed-up: optimise v* on the bare prompt only (False: preset templates)
 n_neighborhood = 3          # neighbourhood prompts scored per request (0: all)
 methods = ["memit", "alphaedit", "rect", "prune"]
 seed = 0
 device = "auto"
 output_dir = "artifacts/06"
-""", metadata={"tags": ["parameters"]})
 
-code(r"""
+# %%
 import dataclasses
 import time
 from pathlib import Path
@@ -62,10 +62,10 @@ from bluebook.steps import (PAPER_STEPS, restore_weights, snapshot_weights, step
 bluebook.runs.seed_everything(seed)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-lm, tok = bluebook.load_model(model, device=device)
+lm, tok = bluebook.load_model(model_name, device=device)
 cfg = bluebook.preset_for(lm, "memit")
 overrides = {}
-if target_steps:
+if target_steps is not None:
     overrides["target"] = {"steps": int(target_steps)}
 if bare_templates:
     overrides["context_templates"] = [["{}"]]
@@ -78,22 +78,20 @@ if n_neighborhood:
                      for r in edit_requests]
 print(f"critical layers {critical}; BLUE updates [{first}, {last}]; "
       f"v* budget {overrides.get('target', {}).get('steps', cfg.target.steps)} steps, early stop at loss < {cfg.target.early_stop}")
-""")
 
-md(r"""
-## 1 · Steps per layer
+# %% [markdown]
+# ## 1 · Steps per layer
+#
+# The ablation runs the *direct-residual* procedure over **all** critical layers
+# (`bluebook.distribute.Direct()`): at layer $l_i$ a fresh target $v^*$ is optimised on the model that
+# already holds the updates of $l_0,\dots,l_{i-1}$, the layer is updated with that full residual,
+# and the next layer starts from there. We count the optimisation steps $v^*$ needed at each layer.
+#
+# **Counting rule** (inferred; the paper's counter code is not public): a request's count is the
+# number of loop iterations whose loss was still $\ge 0.05$ (the early-stop threshold). An early
+# stop at iteration $k$ counts $k$; never stopping counts the whole budget `v_num_grad_steps`.
 
-The ablation runs the *direct-residual* procedure over **all** critical layers
-(`bluebook.distribute.Direct()`): at layer $l_i$ a fresh target $v^*$ is optimised on the model that
-already holds the updates of $l_0,\dots,l_{i-1}$, the layer is updated with that full residual,
-and the next layer starts from there. We count the optimisation steps $v^*$ needed at each layer.
-
-**Counting rule** (inferred; the paper's counter code is not public): a request's count is the
-number of loop iterations whose loss was still $\ge 0.05$ (the early-stop threshold). An early
-stop at iteration $k$ counts $k$; never stopping counts the whole budget `v_num_grad_steps`.
-""")
-
-code(r"""
+# %%
 t0 = time.perf_counter()
 st = steps_per_layer(lm, tok, steps_requests, hparams=overrides or None, batch_size=steps_batch_size)
 steps_seconds = time.perf_counter() - t0
@@ -109,27 +107,24 @@ for name, vals in PAPER_STEPS.items():
     table[f"paper {name}"] = pd.Series(vals[:len(table)])
 print(f"{len(steps_requests)} requests in batches of {st.batch_size}, {steps_seconds:.0f} s")
 table.round(2)
-""")
 
-code(r"""
+# %%
 fig = blue_plots.steps_per_layer(st.layers, st.mean, st.std, paper=PAPER_STEPS, max_steps=st.max_steps,
-                                 title=f"{model}: v* steps per critical layer")
+                                 title=f"{model_name}: v* steps per critical layer")
 plots.save(fig, out, "steps_per_layer")
 fig
-""")
 
-md(r"""
-## 2 · Two layers suffice
+# %% [markdown]
+# ## 2 · Two layers suffice
+#
+# Once the first critical layer has been updated with its own residual, the later layers have
+# little left to do: in the paper the count drops by 84 % (GPT-J) and 55.6 % (Llama3) from the first
+# to the second layer, and the third layer needs fewer than 2 steps. BLUE keeps the **first** layer
+# (which does most of the work and is the one worst served by residual distribution) and the
+# **last** layer (which repairs whatever the first one's least-squares fit left over), each with a
+# directly computed residual.
 
-Once the first critical layer has been updated with its own residual, the later layers have
-little left to do: in the paper the count drops by 84 % (GPT-J) and 55.6 % (Llama3) from the first
-to the second layer, and the third layer needs fewer than 2 steps. BLUE keeps the **first** layer
-(which does most of the work and is the one worst served by residual distribution) and the
-**last** layer (which repairs whatever the first one's least-squares fit left over), each with a
-directly computed residual.
-""")
-
-code(r"""
+# %%
 mean = st.mean
 drop = st.drop_after_first()
 share_first_two = sum(mean[:2]) / max(sum(mean), 1e-12)
@@ -138,21 +133,19 @@ print(f"drop from first to second layer: {'n/a' if drop is None else f'{100 * dr
 print(f"share of all steps spent in the first two layers: {100 * share_first_two:.1f} %")
 print(f"layers after the second: mean {np.mean(mean[2:]) if len(mean) > 2 else float('nan'):.2f} steps "
       f"(paper: < 2 at the third layer, ≈ 0 after)")
-""")
 
-md(r"""
-## 3 · BLUE vs its base method, sequential editing
+# %% [markdown]
+# ## 3 · BLUE vs its base method, sequential editing
+#
+# Each variant edits the same requests **sequentially** in batches (one `SequentialState` per
+# variant, `apply=True` for every batch, so batch *t* is computed on the model edited by batches
+# 1…*t*−1). Weights are snapshotted before and copied back bit-exactly after each variant, so every
+# variant starts from the same unedited model. PRUNE runs in its paper form (restrain after every
+# batch); `state.finalize` is only needed for the reference form (`prune_reference=True`).
+# Efficacy / generalization / specificity are the CounterFact success rates (×100) on all edited
+# requests after the last batch.
 
-Each variant edits the same requests **sequentially** in batches (one `SequentialState` per
-variant, `apply=True` for every batch, so batch *t* is computed on the model edited by batches
-1…*t*−1). Weights are snapshotted before and copied back bit-exactly after each variant, so every
-variant starts from the same unedited model. PRUNE runs in its paper form (restrain after every
-batch); `state.finalize` is only needed for the reference form (`prune_reference=True`).
-Efficacy / generalization / specificity are the CounterFact success rates (×100) on all edited
-requests after the last batch.
-""")
-
-code(r"""
+# %%
 variants = [v for m in methods for v in (m, f"{m}_blue")]
 batches = [edit_requests[i:i + batch_size] for i in range(0, len(edit_requests), batch_size)]
 snapshot = snapshot_weights(lm)
@@ -185,49 +178,44 @@ for v in variants:
 comparison = pd.DataFrame(rows).set_index("method")
 print(f"unedited: efficacy {pre['efficacy']}, generalization {pre['generalization']}, specificity {pre['specificity']}")
 comparison
-""")
 
-code(r"""
+# %%
 fig = blue_plots.method_comparison(results, bases=methods,
-                                   title=f"{model}: {len(edit_requests)} edits in batches of {batch_size}")
+                                   title=f"{model_name}: {len(edit_requests)} edits in batches of {batch_size}")
 plots.save(fig, out, "base_vs_blue")
 fig
-""")
 
-md(r"""
-For reference, the paper's sequential numbers (2000 CounterFact edits in batches of 100):
+# %% [markdown]
+# For reference, the paper's sequential numbers (2000 CounterFact edits in batches of 100):
+#
+# | Llama3-8B | Eff | Gen | Spe |   | GPT-J | Eff | Gen | Spe |
+# |---|---|---|---|---|---|---|---|---|
+# | MEMIT | 65.65 | 64.65 | 51.56 | | MEMIT | 98.55 | 95.50 | 63.64 |
+# | MEMIT-BLUE | 99.57 | 94.13 | 83.77 | | MEMIT-BLUE | 99.70 | 96.90 | 74.61 |
+# | AlphaEdit | 98.90 | 94.22 | 67.88 | | AlphaEdit | 99.75 | 96.38 | 75.48 |
+# | AlphaEdit-BLUE | 99.93 | 97.25 | 75.24 | | AlphaEdit-BLUE | 99.77 | 97.13 | 75.23 |
+#
+# A handful of edits on a 135M-parameter model is far from that regime: the error that residual
+# distribution introduces grows with batch size and sequence length (Theorem 4.1, Lemma 4.3), so
+# expect small differences here and run the full profile for the real comparison.
+#
+# In the BLUE runs, the last layer's $v^*$ is optimised *after* the first layer was updated; most
+# requests need few or no steps there:
 
-| Llama3-8B | Eff | Gen | Spe |   | GPT-J | Eff | Gen | Spe |
-|---|---|---|---|---|---|---|---|---|
-| MEMIT | 65.65 | 64.65 | 51.56 | | MEMIT | 98.55 | 95.50 | 63.64 |
-| MEMIT-BLUE | 99.57 | 94.13 | 83.77 | | MEMIT-BLUE | 99.70 | 96.90 | 74.61 |
-| AlphaEdit | 98.90 | 94.22 | 67.88 | | AlphaEdit | 99.75 | 96.38 | 75.48 |
-| AlphaEdit-BLUE | 99.93 | 97.25 | 75.24 | | AlphaEdit-BLUE | 99.77 | 97.13 | 75.23 |
-
-A handful of edits on a 135M-parameter model is far from that regime: the error that residual
-distribution introduces grows with batch size and sequence length (Theorem 4.1, Lemma 4.3), so
-expect small differences here and run the full profile for the real comparison.
-
-In the BLUE runs, the last layer's $v^*$ is optimised *after* the first layer was updated; most
-requests need few or no steps there:
-""")
-
-code(r"""
+# %%
 for v in variants:
     if v.endswith("_blue"):
         ls = target_steps_seen[v]
         print(v, {l: round(float(np.mean(c)), 2) for l, c in ls.items()})
-""")
 
-md(r"""
-## 4 · Which weights changed
+# %% [markdown]
+# ## 4 · Which weights changed
+#
+# The Frobenius norm $\lVert W_{\text{after}} - W_{\text{before}}\rVert_F$ of each block's MLP
+# output projection after the whole sequential run. Base methods touch every critical layer; BLUE
+# touches exactly two.
 
-The Frobenius norm $\lVert W_{\text{after}} - W_{\text{before}}\rVert_F$ of each block's MLP
-output projection after the whole sequential run. Base methods touch every critical layer; BLUE
-touches exactly two.
-""")
-
-code(r"""
+# %%
 fig = blue_plots.changed_weights(norms, layers=list(range(min(critical), max(critical) + 2)))
 plots.save(fig, out, "changed_weights")
 for v in variants:
@@ -237,11 +225,10 @@ for v in variants:
         assert changed[v] == critical, (v, changed[v])
 print({v: changed[v] for v in variants})
 fig
-""")
 
-code(r"""
+# %%
 bluebook.runs.write_metrics(out, {
-    "model": model,
+    "model": model_name,
     "critical_layers": critical,
     "steps_per_layer": st.mean,
     "steps_per_layer_std": st.std,
@@ -259,14 +246,3 @@ bluebook.runs.write_metrics(out, {
     "blue_target_steps": {v: {l: float(np.mean(c)) for l, c in d.items()}
                           for v, d in target_steps_seen.items() if v.endswith("_blue")},
 })
-""")
-
-nb = new_notebook(cells=cells, metadata={
-    "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
-    "language_info": {"name": "python"},
-})
-
-if __name__ == "__main__":
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, OUT)
-    print("wrote", OUT)
