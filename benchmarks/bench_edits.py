@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 
 import torch
+from common import peak_rss_mb, write
 
 import bluebook
-
-from common import peak_rss_mb, write
 
 VARIANTS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
 

@@ -3,14 +3,12 @@ tokens/s, and cache reload time. Usage: python benchmarks/bench_stats.py [--docs
 import argparse
 import tempfile
 
-import torch
+from common import peak_rss_mb, timed, write
 
 import bluebook
 from bluebook.core.config import with_overrides
-from bluebook.data import wiki_texts
 from bluebook.core.stats import CovarianceStore, collect_second_moments, layer_stats
-
-from common import peak_rss_mb, timed, write
+from bluebook.data import wiki_texts
 
 
 def main():

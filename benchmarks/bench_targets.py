@@ -12,13 +12,12 @@ Usage: python benchmarks/bench_targets.py [--sizes 10 50 100] [--plain 5] [--ste
 import argparse
 
 import torch
+from common import peak_rss_mb, timed, write
 
 import bluebook
 from bluebook.core.config import with_overrides
 from bluebook.core.targets import optimize_target_plain, optimize_targets
 from bluebook.core.templates import context_templates
-
-from common import peak_rss_mb, timed, write
 
 
 def main():

@@ -1,7 +1,6 @@
 """Shared helpers for the benchmark scripts (timing, memory, machine description, result files)."""
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -15,7 +14,8 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def machine() -> dict:
-    info = {"python": platform.python_version(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
             "load_avg_1m": os.getloadavg()[0]}

@@ -4,7 +4,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = [["bench_targets.py", "--sizes", "10", "50", "100"], ["bench_stats.py"], ["bench_edits.py", "--batch", "20", "100"],
+SCRIPTS = [["bench_targets.py", "--sizes", "10", "50", "100"], ["bench_stats.py"],
+           ["bench_edits.py", "--batch", "20", "100"],
            ["bench_notebooks.py"]]
 
 if __name__ == "__main__":

@@ -4,12 +4,9 @@ Edits the first N shipped CounterFact records in one batch and scores them with 
 CounterFact metrics; targets are optimised once per (v_lr, steps) and reused across λ / α.
 Writes benchmarks/results/sweep_smollm2.json. Usage: python benchmarks/sweep_smollm2.py [N]
 """
-import json
 import sys
 import time
 from pathlib import Path
-
-import torch
 
 import bluebook
 from bluebook import metrics

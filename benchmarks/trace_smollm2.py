@@ -24,8 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bluebook.locate import (embedding_noise_scale, filter_known, peak_layer,  # noqa: E402
-                             propose_critical_layers, trace_many)
+from bluebook.locate import embedding_noise_scale, filter_known, peak_layer, propose_critical_layers, trace_many  # noqa: E402
 from bluebook.model.loading import load_model  # noqa: E402
 from bluebook.runs import write_json  # noqa: E402
 
@@ -40,7 +39,8 @@ def counterfact_items():
         return load_counterfact(), "bluebook.load_counterfact() (shipped subset)"
     except Exception as exc:  # the reader is optional here
         if not SHARED_SUBSET.exists():
-            raise RuntimeError(f"no CounterFact data: bluebook.dsets failed ({exc}) and {SHARED_SUBSET} is missing")
+            raise RuntimeError(f"no CounterFact data: the shipped reader failed ({exc}) and {SHARED_SUBSET} is missing"
+                               ) from exc
         return json.loads(SHARED_SUBSET.read_text()), str(SHARED_SUBSET)
 
 

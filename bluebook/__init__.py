@@ -11,15 +11,15 @@ Public API (everything else lives in submodules)::
     result.apply(); result.undo()
 """
 from bluebook.core.config import EditConfig, StatsConfig, TargetConfig, load_preset
+from bluebook.core.keys import read_states
+from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
+from bluebook.core.presets import preset_for
+from bluebook.core.stats import layer_stats
+from bluebook.core.targets import optimize_targets
 from bluebook.data import EditRequest, load_counterfact, load_zsre, wiki_texts
 from bluebook.editor import EditResult, SequentialState, edit
-from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
 from bluebook.model.loading import load_model, tiny_model
-from bluebook.core.presets import preset_for
 from bluebook.model.specs import ModelSpec, spec_for
-from bluebook.core.targets import optimize_targets
-from bluebook.core.keys import read_states
-from bluebook.core.stats import layer_stats
 
 __version__ = "0.1.0"
 

@@ -43,10 +43,12 @@ import torch
 
 import bluebook
 from bluebook import locate, runs
-from bluebook.plots import edits as edit_plots, save
+from bluebook.model.device import resolve_device
+from bluebook.plots import edits as edit_plots
+from bluebook.plots import save
 
 runs.seed_everything(seed)
-dev = runs.resolve_device(device)
+dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 model, tok = bluebook.load_model(model_name, device=dev)
@@ -62,7 +64,7 @@ cfg = bluebook.preset_for(model, "memit")
 # (`d × m`) every locate-then-edit method rewrites.
 
 # %%
-W = bluebook.specs.math_weight(model, cfg.layers[0])
+W = bluebook.model.specs.math_weight(model, cfg.layers[0])
 info = {
     "family": spec.family,
     "n_layers": model.config.num_hidden_layers,

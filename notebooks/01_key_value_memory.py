@@ -52,13 +52,15 @@ import torch
 from matplotlib.figure import Figure
 
 import bluebook
-from bluebook import hooks, locate, runs, specs
-from bluebook.keys import read_states
+from bluebook import locate, runs
+from bluebook.core.keys import read_states
+from bluebook.core.stats import collect_second_moments
+from bluebook.model import hooks, specs
+from bluebook.model.device import resolve_device
 from bluebook.plots import save
-from bluebook.stats import collect_second_moments
 
 runs.seed_everything(seed)
-dev = runs.resolve_device(device)
+dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 model, tok = bluebook.load_model(model_name, device=dev)
@@ -67,7 +69,7 @@ cfg = bluebook.preset_for(model, "memit")
 layers = list(cfg.layers)
 l = layers[-1]                        # the last critical layer: where MEMIT measures its residual
 text = prompt.format(subject)
-s_last = bluebook.tokens.subject_last_index(tok, prompt, subject)
+s_last = bluebook.model.tokens.subject_last_index(tok, prompt, subject)
 target_id = locate.target_token_id(tok, text, target)
 swap_id = locate.target_token_id(tok, prompt.format(swap_subject), swap_target)
 print(f"critical layers {layers}; studying layer {l}; subject's last token is #{s_last}: "
@@ -123,7 +125,7 @@ print(f"rank of {target!r} in the value's logit lens: {int((lens > lens[target_i
 
 # %%
 swap_text = prompt.format(swap_subject)
-swap_last = bluebook.tokens.subject_last_index(tok, prompt, swap_subject)
+swap_last = bluebook.model.tokens.subject_last_index(tok, prompt, swap_subject)
 with torch.no_grad(), hooks.Trace(model, [spec.mlp_name(j) for j in layers]) as tsw:
     model(**tok(swap_text, return_tensors="pt").to(dev))
 swap_vals = {j: tsw.outputs[spec.mlp_name(j)][0, swap_last].clone() for j in layers}
@@ -205,7 +207,7 @@ torch.testing.assert_close(W_ne @ K0, W_ls @ K0, rtol=1e-4, atol=1e-6 * float(M0
 assert fit_ne < 1e-4
 
 # %% [markdown]
-# `K Kᵀ / N` computed here equals what `bluebook.stats.collect_second_moments` accumulates on the same
+# `K Kᵀ / N` computed here equals what `bluebook.core.stats.collect_second_moments` accumulates on the same
 # texts (it only batches and pads). The cached `layer_stats` (1,000 documents) is the same estimator
 # on more text; its spectrum shows how unevenly keys fill `R^m`: a few directions carry most of the
 # energy, which is why `C` is a useful "what else is stored here" weight.

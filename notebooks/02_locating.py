@@ -52,10 +52,12 @@ import torch
 
 import bluebook
 from bluebook import locate, runs
-from bluebook.plots import locate as locate_plots, save
+from bluebook.model.device import resolve_device
+from bluebook.plots import locate as locate_plots
+from bluebook.plots import save
 
 runs.seed_everything(seed)
-dev = runs.resolve_device(device)
+dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 if num_threads:
@@ -113,7 +115,7 @@ live = locate.trace_many(model, tok, known, n_samples=n_samples, noise=noise, se
 rec = {k: np.asarray(v, dtype=float) for k, v in recorded["ie_subject_last"].items()}
 fig = locate_plots.ie_curves({f"mlp (live, {live.n_prompts} prompts)": live.curves["mlp"],
                               f"mlp (recorded, {recorded['n_prompts']} prompts)": rec["mlp"],
-                              f"attn (recorded)": rec["attn"]},
+                              "attn (recorded)": rec["attn"]},
                              highlight=list(cfg.layers), title="MLP indirect effect at the subject's last token")
 save(fig, out, "ie_curves_mlp")
 fig2 = locate_plots.ie_curves({"block (recorded)": rec["block"], "block (live)": live.curves["block"]},

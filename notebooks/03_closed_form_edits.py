@@ -21,7 +21,7 @@
 # - write a ROME-style rank-one update `Δ = r uᵀ / (uᵀ k)` with `u = C⁻¹ k / ‖C⁻¹ k‖`, apply it and
 #   see the fact change;
 # - re-derive MEMIT's closed form `Δ = R Kᵀ (λC + K Kᵀ)⁻¹` (the paper's `R K₁ᵀ (K₀K₀ᵀ + K₁K₁ᵀ)⁻¹`)
-#   from the normal equations and check it against `bluebook.solvers.memit_delta`, with the one-key
+#   from the normal equations and check it against `bluebook.core.solvers.memit_delta`, with the one-key
 #   case reducing to the rank-one update (Sherman–Morrison);
 # - run MEMIT over the critical layers with `bluebook.edit(..., "memit")` and compare the edited
 #   prompt, paraphrases and neighbours before and after.
@@ -52,19 +52,24 @@ import pandas as pd
 import torch
 
 import bluebook
-from bluebook import hooks, locate, metrics as bm, runs, solvers
-from bluebook.keys import read_states
-from bluebook.plots import edits as edit_plots, save
+from bluebook import locate, runs
+from bluebook import metrics as bm
+from bluebook.core import solvers
+from bluebook.core.keys import read_states
+from bluebook.model import weights
+from bluebook.model.device import resolve_device
+from bluebook.plots import edits as edit_plots
+from bluebook.plots import save
 
 runs.seed_everything(seed)
-dev = runs.resolve_device(device)
+dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 model, tok = bluebook.load_model(model_name, device=dev)
 cfg = bluebook.preset_for(model, "memit")           # the model's preset (hparams=None below uses the same)
 layers = list(cfg.layers)
 L = layers[-1]
-templates = bluebook.templates.context_templates(model, tok, fixed=cfg.context_templates)
+templates = bluebook.core.templates.context_templates(model, tok, fixed=cfg.context_templates)
 req = bluebook.EditRequest(prompt, subject, target_new, target_true)
 stats = bluebook.layer_stats(model, tok, layers, cfg.stats, progress=False)
 new_id = locate.target_token_id(tok, req.text, target_new)
@@ -117,6 +122,7 @@ print(f"{tr.steps[0]} steps; p({target_new}) with δ added: {tr.final_prob[0]:.3
 
 # %%
 from matplotlib.figure import Figure
+
 fig = Figure(figsize=(6, 3))
 ax = fig.subplots()
 ax.plot(tr.loss[0], label="total loss")
@@ -148,7 +154,7 @@ u = Cik / Cik.norm()
 Delta_rank1 = torch.outer(r, u) / (u @ k)                       # (d, m)
 torch.testing.assert_close(Delta_rank1 @ k, r)
 assert torch.linalg.matrix_rank(Delta_rank1.float()) == 1
-with hooks.patched_weights(model, {L: Delta_rank1.float()}):
+with weights.patched_weights(model, {L: Delta_rank1.float()}):
     after_rank1 = measure()
     top1_rank1 = is_top1()
 print(f"rank-one edit at layer {L}: p({target_new}) {before['p_new'][0]:.4f} -> {after_rank1['p_new'][0]:.3f}, "

@@ -46,10 +46,12 @@ import torch
 
 import bluebook
 from bluebook import analysis
-from bluebook.config import with_overrides
-from bluebook.plots import analysis as aplots, save
-from bluebook.runs import resolve_device, seed_everything, write_metrics
-from bluebook.templates import context_templates
+from bluebook.core.config import with_overrides
+from bluebook.core.templates import context_templates
+from bluebook.model.device import resolve_device
+from bluebook.plots import analysis as aplots
+from bluebook.plots import save
+from bluebook.runs import seed_everything, write_metrics
 
 seed_everything(seed)
 model, tok = bluebook.load_model(model_name, device=resolve_device(device))
@@ -92,7 +94,9 @@ assert np.array_equal(scores.s_distributed[L], scores.s_direct[L])
 pd.DataFrame({"s_distributed": s_dist, "s_direct": s_direct, "P0": float(scores.p0.mean())})
 
 # %%
-fig = aplots.contribution_curves(scores); save(fig, output_dir, "contribution_scores"); fig
+fig = aplots.contribution_curves(scores)
+save(fig, output_dir, "contribution_scores")
+fig
 
 # %% [markdown]
 # ## 3. Similarity and distance of the two residuals
@@ -105,10 +109,14 @@ fig = aplots.contribution_curves(scores); save(fig, output_dir, "contribution_sc
 cos_mean = res.mean("cosine")
 assert all(-1 - 1e-6 <= c <= 1 + 1e-6 for v in res.cosine.values() for c in v)
 assert abs(cos_mean[L] - 1) < 1e-5            # at L the share is δ^L itself
-fig = aplots.cosine_curve(res); save(fig, output_dir, "cosine"); fig
+fig = aplots.cosine_curve(res)
+save(fig, output_dir, "cosine")
+fig
 
 # %%
-fig = aplots.residual_deviation_curve(res); save(fig, output_dir, "residual_deviation"); fig
+fig = aplots.residual_deviation_curve(res)
+save(fig, output_dir, "residual_deviation")
+fig
 
 # %% [markdown]
 # ## 4. Single-layer editing
@@ -130,7 +138,9 @@ single_table = pd.DataFrame({l: {"efficacy_distributed": r["distributed"]["effic
 single_table
 
 # %%
-fig = aplots.single_layer_bars(single); save(fig, output_dir, "single_layer"); fig
+fig = aplots.single_layer_bars(single)
+save(fig, output_dir, "single_layer")
+fig
 
 # %% [markdown]
 # ## 5. Compared with the paper

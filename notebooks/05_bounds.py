@@ -24,7 +24,7 @@
 #   number of earlier batches in sequential editing, and what Lemma 4.3 does and does not guarantee.
 #
 # **Paper section.** §4 "Theoretical analysis" of BLUE (Theorem 4.1, Lemma 4.3); `docs/algorithms.md`
-# §10.5; the pure math is in `bluebook.theory`.
+# §10.5; the pure math is in `bluebook.analysis.theory`.
 #
 # **Runtime on the CI profile** (SmolLM2-135M, 4 requests, 8 v* steps, batch sizes 1/2/4, up to 8
 # earlier batches): budgeted at about 4 minutes on 2 free CPU cores, dominated by the 5 v*
@@ -48,10 +48,12 @@ import torch
 
 import bluebook
 from bluebook import analysis
-from bluebook.config import with_overrides
-from bluebook.plots import analysis as aplots, save
-from bluebook.runs import resolve_device, seed_everything, write_metrics
-from bluebook.templates import context_templates
+from bluebook.core.config import with_overrides
+from bluebook.core.templates import context_templates
+from bluebook.model.device import resolve_device
+from bluebook.plots import analysis as aplots
+from bluebook.plots import save
+from bluebook.runs import seed_everything, write_metrics
 
 seed_everything(seed)
 model, tok = bluebook.load_model(model_name, device=resolve_device(device))
@@ -79,7 +81,7 @@ print(f"critical layers {layers}, lambda = {cfg.lam}, v* steps = {cfg.target.ste
 # `R^{l*} − R^L/(D+1) = (R^{l*} − R^L) + R^L·D/(D+1)`. The triangle inequality gives
 # `‖R^{l*} − R^L/(D+1)‖ ≤ ‖R^{l*} − R^L‖ + D/(D+1)·‖R^L‖`, and submultiplicativity
 # `‖(R^{l*} − R^l)Q‖₂ ≤ ‖R^{l*} − R^l‖₂‖Q‖₂` finishes it. Stopping before `D/(D+1) ≤ D` gives the
-# *tight* bound (`bluebook.theory.theorem41_tight_bound`); the stated one replaces `D/(D+1)` by `D`.
+# *tight* bound (`bluebook.analysis.theory.theorem41_tight_bound`); the stated one replaces `D/(D+1)` by `D`.
 # Because it is a chain of inequalities it must hold for **every** pair — the notebook asserts that.
 
 # %% [markdown]
@@ -102,7 +104,9 @@ assert bound_holds_fraction == 1.0, pair_df[~pair_df["holds"]]
 pair_df.groupby("distance")[["deviation", "tight_bound", "bound", "residual_deviation", "q_norm", "tightness"]].mean()
 
 # %%
-fig = aplots.deviation_vs_bound(pairs); save(fig, output_dir, "deviation_vs_bound"); fig
+fig = aplots.deviation_vs_bound(pairs)
+save(fig, output_dir, "deviation_vs_bound")
+fig
 
 # %% [markdown]
 # ## 3. Growth with distance, batch size and sequence length
@@ -131,7 +135,9 @@ pd.DataFrame(by_seq.rows).query("distance > 0").groupby("seq_length")[
     ["deviation", "bound", "q_norm", "lemma43_q_norm_without_cp", "lemma43_cp_norm", "lemma43_key_gain"]].mean()
 
 # %%
-fig = aplots.deviation_growth(pairs, by_batch, by_seq); save(fig, output_dir, "deviation_growth"); fig
+fig = aplots.deviation_growth(pairs, by_batch, by_seq)
+save(fig, output_dir, "deviation_growth")
+fig
 
 
 # %%
@@ -151,7 +157,7 @@ print(f"Spearman(deviation, earlier batches) = {spearman_seq:+.3f}  (l < L)")
 # ## 4. Lemma 4.3, honestly
 #
 # The summary of the paper says that in sequential editing the bound grows with `‖K_pK_pᵀ‖₂`. What
-# the algebra supports (see `bluebook.theory` and `docs/notation.md`): `C_p` sits *inside* the inverse
+# the algebra supports (see `bluebook.analysis.theory` and `docs/notation.md`): `C_p` sits *inside* the inverse
 # of `Q`, so it acts as extra regularisation. The key gain `G = Kᵀ(λC + C_p + KKᵀ)⁻¹K` can only fall
 # when `C_p` is added, and the universal envelope `‖Q‖₂ ≤ 1/(2√λ_min(λC + C_p))` can only fall too.
 # `‖Q‖₂` itself is not monotone: it can rise while the earlier keys cover only part of the key space

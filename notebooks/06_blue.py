@@ -55,9 +55,9 @@ import pandas as pd
 
 import bluebook
 from bluebook import metrics, plots
+from bluebook.analysis.steps import PAPER_STEPS, steps_per_layer
+from bluebook.model.weights import restore_weights, snapshot_weights, update_norms, weights_changed
 from bluebook.plots import blue as blue_plots
-from bluebook.steps import (PAPER_STEPS, restore_weights, snapshot_weights, steps_per_layer, update_norms,
-                            weights_changed)
 
 bluebook.runs.seed_everything(seed)
 out = Path(output_dir)
@@ -83,7 +83,7 @@ print(f"critical layers {critical}; BLUE updates [{first}, {last}]; "
 # ## 1 · Steps per layer
 #
 # The ablation runs the *direct-residual* procedure over **all** critical layers
-# (`bluebook.distribute.Direct()`): at layer $l_i$ a fresh target $v^*$ is optimised on the model that
+# (`bluebook.core.distribute.Direct()`): at layer $l_i$ a fresh target $v^*$ is optimised on the model that
 # already holds the updates of $l_0,\dots,l_{i-1}$, the layer is updated with that full residual,
 # and the next layer starts from there. We count the optimisation steps $v^*$ needed at each layer.
 #

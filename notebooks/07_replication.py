@@ -53,14 +53,16 @@ from pathlib import Path
 import torch
 
 import bluebook
-from bluebook import replicate as rp
 from bluebook import runs
-from bluebook.plots import replication as rplots, save
+from bluebook.experiments import replicate as rp
+from bluebook.model.device import resolve_device
+from bluebook.plots import replication as rplots
+from bluebook.plots import save
 
 runs.seed_everything(seed)
 if num_threads:                      # 0: torch's default; 1 is often fastest on a busy shared CPU
     torch.set_num_threads(int(num_threads))
-dev = runs.resolve_device(device)
+dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 # None keeps the model's preset; a number shortens the v* optimisation (CI only)
@@ -71,7 +73,7 @@ print(f"{model_name} on {dev}; {n_edits} records per dataset in batches of {batc
 # %% [markdown]
 # ## The protocol in one call
 #
-# `bluebook.replicate.replicate` does, for each method: restore the unedited projection weights
+# `bluebook.experiments.replicate.replicate` does, for each method: restore the unedited projection weights
 # (exactly: the original of every edited layer is kept on the CPU), split the records into batches,
 # call `bluebook.edit(..., state=state, apply=True)` batch after batch with **one**
 # `SequentialState` per method (AlphaEdit and MEMIT-seq carry `K_p K_pᵀ` in it), and evaluate all

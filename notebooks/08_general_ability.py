@@ -55,15 +55,17 @@ import numpy as np
 import torch
 
 import bluebook
-from bluebook import ability, runs
-from bluebook.metrics import evaluate_counterfact, summarize
-from bluebook.plots import replication as rplots, save
-from bluebook.specs import proj_weight
+from bluebook import runs
+from bluebook.metrics import ability, evaluate_counterfact, summarize
+from bluebook.model.device import resolve_device
+from bluebook.model.specs import proj_weight
+from bluebook.plots import replication as rplots
+from bluebook.plots import save
 
 runs.seed_everything(seed)
 if num_threads:                      # 0: torch's default; 1 is often fastest on a busy shared CPU
     torch.set_num_threads(int(num_threads))
-dev = runs.resolve_device(device)
+dev = resolve_device(device)
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 hparams = None if target_steps is None else {"target": {"steps": int(target_steps)}}
 lm, tok = bluebook.load_model(model_name, device=dev)

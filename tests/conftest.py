@@ -1,7 +1,6 @@
 import os
 
 import pytest
-import torch
 
 
 def pytest_configure(config):

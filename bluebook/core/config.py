@@ -5,7 +5,7 @@ error. Paths, devices and model names are never stored here.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace, asdict
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import yaml

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import torch
 
-from bluebook.data import EditRequest
-from bluebook.model.hooks import Trace
-from bluebook.model.specs import spec_for, check_layers
 from bluebook.core.templates import flatten, group_index, validate
-from bluebook.model.tokens import length_groups, pad_id, right_pad, subject_last_index
+from bluebook.data import EditRequest
 from bluebook.model.device import model_device
+from bluebook.model.hooks import Trace
+from bluebook.model.specs import check_layers, spec_for
+from bluebook.model.tokens import length_groups, pad_id, right_pad, subject_last_index
 
 
 @dataclass
@@ -49,11 +49,15 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
     for j, r in enumerate(requests):
         for ti, c in enumerate(flat):
             t = c.replace("{}", r.prompt)
-            texts.append(t.replace("{}", r.subject)); idxs.append(subject_last_index(tok, t, r.subject))
-            owner.append(j); tmpl_id.append(ti)
+            texts.append(t.replace("{}", r.subject))
+            idxs.append(subject_last_index(tok, t, r.subject))
+            owner.append(j)
+            tmpl_id.append(ti)
         if bare_pos is None and hidden_layers:
-            texts.append(r.text); idxs.append(subject_last_index(tok, r.prompt, r.subject))
-            owner.append(j); tmpl_id.append(-1)
+            texts.append(r.text)
+            idxs.append(subject_last_index(tok, r.prompt, r.subject))
+            owner.append(j)
+            tmpl_id.append(-1)
 
     if tok.padding_side != "right":
         raise ValueError("read_states expects a right-padding tokenizer (tok.padding_side='right')")
@@ -105,13 +109,3 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
         keys[l] = means.mean(1).T.contiguous()                 # (m, n)
     hid = {l: torch.stack(v, 1) for l, v in hidden.items()}    # (d, n)
     return LayerStates(keys, hid)
-
-
-def compute_keys(model, tok, requests, layer: int, templates=(("{}",),)) -> torch.Tensor:
-    """``K`` at ``layer``: ``(m, n)``."""
-    return read_states(model, tok, requests, key_layers=[layer], templates=templates).keys[layer]
-
-
-def current_hidden(model, tok, requests, layer: int) -> torch.Tensor:
-    """Block ``layer``'s output at the subject's last token of each bare prompt: ``(d, n)``."""
-    return read_states(model, tok, requests, hidden_layers=[layer]).hidden[layer]

@@ -98,13 +98,21 @@ def build_rows(tok, requests, templates, kl_prompt: str) -> PromptRows:
             if not (0 <= idx < n - T + 1):
                 raise ValueError(f"subject {r.subject!r} last token index {idx} falls outside prompt "
                                  f"{tmpl!r} (case_id={r.case_id})")
-            rows.ids.append(list(ids)); rows.idx.append(idx); rows.req.append(j); rows.kind.append("rw")
+            rows.ids.append(list(ids))
+            rows.idx.append(idx)
+            rows.req.append(j)
+            rows.kind.append("rw")
             rows.tmpl.append(t)
-            rows.label_pos.append(list(range(n - T, n))); rows.labels.append(tids)
+            rows.label_pos.append(list(range(n - T, n)))
+            rows.labels.append(tids)
         tmpl = kl_prompt
         idx = subject_last_index(tok, tmpl, r.subject)
         ids = tok(tmpl.replace("{}", r.subject))["input_ids"][:idx + 1]   # later positions are never read
-        rows.ids.append(list(ids)); rows.idx.append(idx); rows.req.append(j); rows.kind.append("kl")
+        rows.ids.append(list(ids))
+        rows.idx.append(idx)
+        rows.req.append(j)
+        rows.kind.append("kl")
         rows.tmpl.append(-1)
-        rows.label_pos.append([idx]); rows.labels.append([])
+        rows.label_pos.append([idx])
+        rows.labels.append([])
     return rows

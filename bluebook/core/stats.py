@@ -9,7 +9,6 @@ running sums, so an interrupted pass resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,12 +17,11 @@ import torch
 from tqdm.auto import tqdm
 
 from bluebook.core.config import StatsConfig
-from bluebook.model.hooks import Trace
-from bluebook.runs import cache_root, atomic_write_bytes
-from bluebook.model.specs import spec_for, check_layers
-from bluebook.model.tokens import right_pad
 from bluebook.model.device import model_device
-from bluebook.model.tokens import pad_id
+from bluebook.model.hooks import Trace
+from bluebook.model.specs import check_layers, spec_for
+from bluebook.model.tokens import pad_id, right_pad
+from bluebook.runs import atomic_write_bytes, cache_root
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -186,8 +184,8 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
 
     ``texts``/``corpus`` override the configured corpus (then ``corpus`` must name it for the key).
     """
+    from bluebook.data import corpus_id, wiki_texts
     from bluebook.model.loading import model_fingerprint
-    from bluebook.data import wiki_texts, corpus_id
 
     layers = check_layers(model, layers)
     store = store or CovarianceStore()
@@ -211,7 +209,8 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
     if missing:
         if texts is None:
             texts = wiki_texts(n=cfg.n_samples, seed=cfg.seed, source=cfg.corpus)
-        ck = store.root / fingerprint / f".partial__{corpus.replace('/', '_').replace(':', '-')}__{'-'.join(map(str, missing))}.pt"
+        safe_corpus = corpus.replace('/', '_').replace(':', '-')
+        ck = store.root / fingerprint / f".partial__{safe_corpus}__{'-'.join(map(str, missing))}.pt"
         moments = collect_second_moments(model, tok, missing, texts, cfg, progress=progress, checkpoint=ck)
         for l in missing:
             C = moments[l].moment().to(torch.float32 if cfg.dtype == "float32" else torch.float64)

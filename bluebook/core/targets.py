@@ -93,7 +93,8 @@ def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetC
     return TargetResult(layer, h0[None] + d, d, h0[None], [steps], *[[trace[k]] for k in trace], timing=[timing])
 
 
-def plain_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates, progress: bool = False) -> TargetResult:
+def plain_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
+                  progress: bool = False) -> TargetResult:
     """:func:`optimize_target_plain` for each request, stacked into one :class:`TargetResult`."""
     return concat_targets([optimize_target_plain(model, tok, r, layer, cfg, templates) for r in requests])
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import torch
 
-from bluebook.runs import atomic_write_text, cache_root
 from bluebook.model.device import model_device
+from bluebook.runs import atomic_write_text, cache_root
 
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
 Templates = tuple[tuple[str, ...], ...]

@@ -2,15 +2,23 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 import json
 from pathlib import Path
 
-from bluebook.runs import jsonable, atomic_dir
+from bluebook.runs import atomic_dir, jsonable
+
+
+def package_version() -> str:
+    """bluebook's installed version (``"unknown"`` when run from a source tree that was never installed)."""
+    try:
+        return importlib.metadata.version("bluebook")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def edit_log(results, extra: dict | None = None) -> dict:
     """A JSON-able record of what was applied: method, hyperparameters, requests, statistics key."""
-    from bluebook import __version__
     entries = []
     for r in results:
         cfg = r.diagnostics.get("config")
@@ -22,7 +30,7 @@ def edit_log(results, extra: dict | None = None) -> dict:
                            "stats_config": dataclasses.asdict(cfg.stats) if cfg is not None else None},
             "update_norms": {str(l): float(d.norm()) for l, d in r.deltas.items()},
         })
-    return jsonable({"bluebook_version": __version__, "edits": entries, **(extra or {})})
+    return jsonable({"bluebook_version": package_version(), "edits": entries, **(extra or {})})
 
 
 def save_edited(model, tok, path: str | Path, results, extra: dict | None = None) -> Path:

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import torch
 
+from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
 from bluebook.editor import SequentialState, edit, resolve_config
-from bluebook.model.weights import restore_weights, snapshot_weights
-from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
-from bluebook.runs import atomic_write_bytes, atomic_write_text, write_json
+from bluebook.metrics import evaluate_counterfact, evaluate_zsre, summarize
 from bluebook.model.specs import proj_weight
+from bluebook.model.weights import restore_weights, snapshot_weights
+from bluebook.runs import atomic_write_bytes, atomic_write_text, write_json
 
 #: Row order of the paper's tables (base method, then its BLUE variant).
 COLUMNS = {"counterfact": ("efficacy", "generalization", "specificity", "fluency", "consistency"),
@@ -114,13 +115,12 @@ def remember(model, originals: dict, layers) -> None:
 
 
 def _evaluate(model, tok, requests, dataset, generation, resources, seed, eval_batch_size):
-    from bluebook import metrics
     if dataset == "counterfact":
-        cases = metrics.evaluate_counterfact(model, tok, requests, batch_size=eval_batch_size,
-                                             generation=generation, resources=resources, seed=seed)
+        cases = evaluate_counterfact(model, tok, requests, batch_size=eval_batch_size,
+                                     generation=generation, resources=resources, seed=seed)
     else:
-        cases = metrics.evaluate_zsre(model, tok, requests, batch_size=eval_batch_size)
-    return cases, metrics.summarize(cases, dataset)
+        cases = evaluate_zsre(model, tok, requests, batch_size=eval_batch_size)
+    return cases, summarize(cases, dataset)
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,48 +373,3 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
         restore_weights(model, originals)
     _write_tables(out, results)
     return results
-
-
-# --------------------------------------------------------------------------------------------
-# command line
-# --------------------------------------------------------------------------------------------
-
-def _cli(args) -> int:
-    import sys
-    try:
-        results = _cli_run(args)
-    except CheckpointMismatch as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(results_table(results))
-    print(f"wrote {Path(args.out) / 'results.json'}, results.csv, results.md")
-    return 0
-
-
-def _cli_run(args) -> dict:
-    return replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
-                        out=args.out, hparams=args.hparams, device=args.device, generation=args.generation,
-                        resume=not args.no_resume, progress=not args.quiet, data_path=args.data,
-                        load_kwargs={"device_map": args.device_map} if args.device_map else None,
-                        seed=args.seed, model_name=args.model)
-
-
-def add_cli(subparsers) -> None:
-    """Register ``python -m bluebook replicate``."""
-    p = subparsers.add_parser("replicate", help="sequential batch editing + evaluation (paper tables)",
-                              description=replicate.__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="smollm2-135m", help="model name or local folder")
-    p.add_argument("--dataset", default="counterfact", choices=["counterfact", "zsre"])
-    p.add_argument("--methods", default="memit,memit_blue", help=f"comma-separated, from {', '.join(METHODS)}")
-    p.add_argument("--n", type=int, default=100, help="number of records (the first n)")
-    p.add_argument("--batch", type=int, default=20, help="edits per sequential batch")
-    p.add_argument("--out", default="replication", help="output folder (checkpoints and results)")
-    p.add_argument("--hparams", default=None, help="preset name or YAML path (default: the model's preset)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--device-map", default=None, help="e.g. 'auto' to spread a large model over GPUs")
-    p.add_argument("--generation", action="store_true", help="also generate text for fluency/consistency")
-    p.add_argument("--no-resume", action="store_true", help="discard existing checkpoints in --out")
-    p.add_argument("--data", default=None, help="a full local counterfact/zsre JSON file")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=_cli)

@@ -61,7 +61,6 @@ class PrefixCache:
         # Suffix groups: runs of rows sorted by suffix length, padded (after the real tokens, where
         # causal attention keeps real positions blind to them) to the group's longest suffix.
         self._build_groups(list(range(R)), lambda r: (kv, r), None)
-        del kv
 
     def _build_groups(self, rs_all: list[int], kv_src, out_src) -> None:
         """(Re)build the suffix groups over rows ``rs_all``.

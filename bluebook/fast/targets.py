@@ -52,7 +52,8 @@ def blocks_return_tensors(model, layer: int) -> bool:
     return bool(seen.get("bare"))
 
 
-def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates, progress: bool = False) -> TargetResult:
+def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
+                 progress: bool = False) -> TargetResult:
     """Optimise v* at block ``layer`` for ``requests`` together (one chunk; see the module docstring)."""
     device, dt = model_device(model), target_dtype(model)
     rows = build_rows(tok, requests, templates, cfg.kl_prompt)
@@ -77,7 +78,10 @@ def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
         if rows.kind[r] == "rw":
             T = len(rows.labels[r])
             for p, lab in zip(rows.label_pos[r], rows.labels[r]):
-                e_row.append(r); e_pos.append(p - rows.idx[r]); e_lab.append(lab); e_w.append(1.0 / (T * n_rw[j]))
+                e_row.append(r)
+                e_pos.append(p - rows.idx[r])
+                e_lab.append(lab)
+                e_w.append(1.0 / (T * n_rw[j]))
                 e_wt.append(1.0 / T)
         else:
             kl_rows[j] = r

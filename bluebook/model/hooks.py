@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from bluebook.model.specs import get_module, proj_weight, spec_for, to_storage
+from bluebook.model.specs import get_module, spec_for
 
 
 class StopForward(Exception):

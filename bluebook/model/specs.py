@@ -127,7 +127,3 @@ def math_weight(model, layer: int) -> torch.Tensor:
 
 def key_dim(model, layer: int = 0) -> int:
     return math_weight(model, layer).shape[1]
-
-
-def hidden_dim(model, layer: int = 0) -> int:
-    return math_weight(model, layer).shape[0]

@@ -1,17 +1,16 @@
 """The edit engine on tiny random models of each family (GPT-2 Conv1D, GPT-J, Llama with BOS)."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import bluebook
 from bluebook import EditRequest
 from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
-from bluebook.model.hooks import Trace, hook_count
-from bluebook.model.weights import patched_weights
 from bluebook.core.keys import read_states
-from bluebook.model.specs import proj_weight, spec_for, math_weight
-from bluebook.core.targets import optimize_targets, optimize_target_plain
+from bluebook.core.targets import optimize_target_plain, optimize_targets
+from bluebook.model.hooks import Trace, hook_count
+from bluebook.model.specs import math_weight, proj_weight, spec_for
 from bluebook.model.tokens import subject_last_index
+from bluebook.model.weights import patched_weights
 
 REQS = [
     EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),
@@ -130,7 +129,8 @@ def test_every_method_runs_and_restores(tiny_llama, method):
     assert sorted(res.deltas) == expect
     assert res.changed_layers() == expect
     res.apply()
-    changed = [l for l in range(4) if not torch.equal(proj_weight(model, l), before[spec_for(model).proj_name(l) + ".weight"])]
+    name = spec_for(model).proj_name
+    changed = [l for l in range(4) if not torch.equal(proj_weight(model, l), before[name(l) + ".weight"])]
     assert changed == expect                     # BLUE: exactly two layers change
     res.undo()
     for n, p in model.named_parameters():
@@ -182,8 +182,8 @@ def test_weights_restored_when_edit_fails_midway(tiny_llama, monkeypatch):
 def test_sequential_state_accumulates_and_roundtrips(tiny_llama, tmp_path):
     model, tok = tiny_llama
     state = bluebook.SequentialState()
-    r1 = bluebook.edit(model, tok, REQS[:2], "alphaedit", hparams=_cfg([0, 1]), state=state, apply=True,
-                       progress=False)
+    bluebook.edit(model, tok, REQS[:2], "alphaedit", hparams=_cfg([0, 1]), state=state, apply=True,
+                  progress=False)
     assert state.n_batches == 1 and set(state.C_p) == {0, 1}
     cp1 = state.C_p[0].clone()
     bluebook.edit(model, tok, REQS[2:], "alphaedit", hparams=_cfg([0, 1]), state=state, apply=True, progress=False)
@@ -293,7 +293,6 @@ def test_shared_template_stems_give_the_same_prefix_cache(tiny, monkeypatch):
     stems = T.shared_stems(rows)
     assert set(stems) == {1, 2} and all(len(s) >= 5 for s in stems.values())
     assert -1 not in stems and 0 not in stems          # the KL prompt and the bare template share nothing
-    P = max(rows.idx)
     with_stems = T.PrefixCache(model, rows, 0, "cpu")
     monkeypatch.setattr(T, "shared_stems", lambda rows: {})
     without = T.PrefixCache(model, rows, 0, "cpu")

@@ -1,17 +1,16 @@
 """Reliability: every bad input named in the error, exact restores after failures in each stage,
 bitwise reproducibility with sampled templates, and the block-skipping path of the target loop."""
-import warnings
 
 import pytest
 import torch
 
 import bluebook
 from bluebook import EditRequest
-from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
-from bluebook.model.hooks import hook_count, skip_blocks
-from bluebook.metrics import evaluate_counterfact
-from bluebook.model.specs import proj_weight, spec_for, get_module
 from bluebook.core import solvers
+from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
+from bluebook.metrics import evaluate_counterfact
+from bluebook.model.hooks import hook_count, skip_blocks
+from bluebook.model.specs import get_module, spec_for
 
 REQ = EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0,
                   paraphrase_prompts=["Paris is lovely. The capital of France is"],
@@ -160,7 +159,7 @@ def test_same_seed_same_templates_targets_edits_metrics(cache_dir):
             cases = evaluate_counterfact(model, tok, [REQ])
         runs.append((res, cases))
     (a, ca), (b, cb) = runs
-    assert a.state.templates == b.state.templates and len(flat := [t for g in a.state.templates for t in g]) > 1
+    assert a.state.templates == b.state.templates and len([t for g in a.state.templates for t in g]) > 1
     for l in a.targets:
         assert torch.equal(a.targets[l].z, b.targets[l].z)
     for l in a.deltas:

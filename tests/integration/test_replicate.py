@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import bluebook
+import bluebook.experiments.cli as cli
 import bluebook.experiments.replicate as rep
 from bluebook.model.loading import tiny_model
 
@@ -122,10 +123,10 @@ def test_cli_registers_replicate(tmp_path):
     import argparse
     p = argparse.ArgumentParser()
     sub = p.add_subparsers(dest="cmd")
-    rep.add_cli(sub)
+    cli.add_cli(sub)
     args = p.parse_args(["replicate", "--methods", "memit,memit_blue", "--n", "10", "--batch", "5",
                          "--out", str(tmp_path), "--no-resume", "--generation"])
-    assert args.func is rep._cli and args.no_resume and args.generation and args.n == 10
+    assert args.func is cli.run_replicate and args.no_resume and args.generation and args.n == 10
 
 
 def test_unknown_method_fails_before_work(tmp_path):

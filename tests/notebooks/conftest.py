@@ -14,7 +14,7 @@ def nb_out(tmp_path_factory):
 
 def execute_notebook(stem: str, out_dir: Path, **params) -> dict:
     """Execute notebooks/<stem>.ipynb with its CI defaults (plus ``params``); return its metrics.json."""
-    from bluebook.notebooks import run_notebook
+    from bluebook.experiments.notebooks import run_notebook
     return run_notebook(NB_DIR / f"{stem}.ipynb", out_dir, parameters=params, timeout=1800)
 
 

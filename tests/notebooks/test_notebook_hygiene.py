@@ -1,10 +1,9 @@
 """Every notebook: committed without outputs, a tagged literal parameters cell, imports only public code."""
 import ast
 import json
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 NB_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 

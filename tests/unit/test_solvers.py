@@ -57,9 +57,11 @@ def test_solver_bad_input_errors(bad):
     if bad == "shape_C":
         C = C[:5, :5]
     if bad == "nan_C":
-        C = C.clone(); C[0, 0] = float("nan")
+        C = C.clone()
+        C[0, 0] = float("nan")
     if bad == "inf_R":
-        R = R.clone(); R[0, 0] = float("inf")
+        R = R.clone()
+        R[0, 0] = float("inf")
     if bad == "empty":
         K, R = K[:, :0], R[:, :0]
     with pytest.raises(ValueError):

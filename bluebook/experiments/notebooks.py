@@ -7,11 +7,11 @@ from pathlib import Path
 
 import yaml
 
-from .runs import atomic_write_text, write_json
+from bluebook.runs import atomic_write_text, write_json
 
 
 def notebook_dir() -> Path:
-    here = Path(__file__).resolve().parent.parent / "notebooks"
+    here = Path(__file__).resolve().parents[2] / "notebooks"
     if not here.is_dir():
         raise FileNotFoundError(f"notebooks folder not found at {here} (run from a source checkout)")
     return here

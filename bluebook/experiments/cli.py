@@ -1,0 +1,68 @@
+"""Command line: ``python -m bluebook {prepare,run-notebooks,replicate}``."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bluebook.core.methods import METHODS
+from bluebook.experiments.notebooks import run_all
+from bluebook.experiments.replicate import CheckpointMismatch, replicate, results_table
+from bluebook.model.loading import prepare_embedded_model
+
+
+def run_replicate(args) -> int:
+    """``python -m bluebook replicate``: run, print the table, exit 2 on a checkpoint mismatch."""
+    try:
+        results = replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
+                            out=args.out, hparams=args.hparams, device=args.device, generation=args.generation,
+                            resume=not args.no_resume, progress=not args.quiet, data_path=args.data,
+                            load_kwargs={"device_map": args.device_map} if args.device_map else None,
+                            seed=args.seed, model_name=args.model)
+    except CheckpointMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(results_table(results))
+    print(f"wrote {Path(args.out) / 'results.json'}, results.csv, results.md")
+    return 0
+
+
+def add_cli(subparsers) -> None:
+    """Register ``python -m bluebook replicate``."""
+    p = subparsers.add_parser("replicate", help="sequential batch editing + evaluation (paper tables)",
+                              description=replicate.__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="smollm2-135m", help="model name or local folder")
+    p.add_argument("--dataset", default="counterfact", choices=["counterfact", "zsre"])
+    p.add_argument("--methods", default="memit,memit_blue", help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--n", type=int, default=100, help="number of records (the first n)")
+    p.add_argument("--batch", type=int, default=20, help="edits per sequential batch")
+    p.add_argument("--out", default="replication", help="output folder (checkpoints and results)")
+    p.add_argument("--hparams", default=None, help="preset name or YAML path (default: the model's preset)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--device-map", default=None, help="e.g. 'auto' to spread a large model over GPUs")
+    p.add_argument("--generation", action="store_true", help="also generate text for fluency/consistency")
+    p.add_argument("--no-resume", action="store_true", help="discard existing checkpoints in --out")
+    p.add_argument("--data", default=None, help="a full local counterfact/zsre JSON file")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_replicate)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="bluebook", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sp = sub.add_parser("prepare", help="convert the embedded model once (idempotent)")
+    sp.add_argument("--force", action="store_true")
+    sr = sub.add_parser("run-notebooks", help="execute every notebook into an output folder")
+    sr.add_argument("--out", default="outputs")
+    sr.add_argument("--profile", default="ci", choices=["ci", "full"])
+    sr.add_argument("--only", nargs="*", default=None, help="notebook stems or numbers, e.g. 00 03")
+    add_cli(sub)
+    args = p.parse_args(argv)
+    if args.cmd == "prepare":
+        print(prepare_embedded_model(force=args.force))
+    elif args.cmd == "run-notebooks":
+        run_all(args.out, args.only, args.profile)
+    else:
+        return args.func(args)
+    return 0

@@ -1,0 +1,111 @@
+"""The package's layout rules, checked on its source: module size, private names, import cycles, layers."""
+import ast
+from pathlib import Path
+
+import pytest
+
+PKG = Path(__file__).resolve().parents[2] / "bluebook"
+MAX_LINES = 400
+
+# Which subpackages a subpackage may import (lower layers only). "runs" is plumbing shared by all.
+LAYERS = {
+    "runs": set(),
+    "model": {"runs"},
+    "data": {"model", "runs"},
+    "core": {"model", "data", "fast", "runs"},      # core.targets picks the fast engine; fast never imports it
+    "fast": {"model", "core", "runs"},
+    "editor": {"core", "model", "data", "runs"},
+    "metrics": {"core", "model", "data", "runs"},
+    "locate": {"model", "data", "core", "runs"},
+    "analysis": {"editor", "core", "model", "data", "metrics", "runs"},
+    "experiments": {"editor", "core", "model", "data", "metrics", "analysis", "locate", "runs"},
+    "plots": {"core"},
+}
+
+
+def modules():
+    for p in sorted(PKG.rglob("*.py")):
+        rel = p.relative_to(PKG.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), p
+
+
+def imports(path: Path):
+    """(module imported, names imported, is_top_level) for every bluebook import in ``path``."""
+    tree = ast.parse(path.read_text())
+    top = set(map(id, tree.body))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bluebook"):
+            out.append((node.module, [a.name for a in node.names], id(node) in top))
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith("bluebook"):
+                    out.append((a.name, [], id(node) in top))
+    return out
+
+
+def test_no_module_is_too_long():
+    long = {m: n for m, p in modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_no_private_name_is_imported_across_modules():
+    bad = [(m, mod, n) for m, p in modules() for mod, names, _ in imports(p) for n in names
+           if n.startswith("_") and n != "__version__"]
+    assert not bad, bad
+
+
+def test_no_import_cycles():
+    mods = dict(modules())
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        for mod, names, top in imports(p):
+            if not top:
+                continue
+            for target in [f"{mod}.{n}" for n in names] + [mod]:
+                if target in mods and target != m:
+                    graph[m].add(target)
+                    break
+    seen, stack, cycles = set(), [], []
+
+    def visit(m):
+        if m in stack:
+            cycles.append(stack[stack.index(m):] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for n in graph[m]:
+            visit(n)
+        stack.pop()
+    for m in graph:
+        visit(m)
+    assert not cycles, cycles
+
+
+@pytest.mark.parametrize("sub", sorted(LAYERS))
+def test_subpackages_import_only_lower_layers(sub):
+    bad = []
+    for m, p in modules():
+        parts = m.split(".")
+        if len(parts) < 2 or parts[1] != sub:
+            continue
+        for mod, _, _ in imports(p):
+            other = mod.split(".")
+            if len(other) == 1:
+                bad.append((m, mod))                  # `from bluebook import ...`: the package root is the top
+            elif other[1] != sub and other[1] not in LAYERS[sub]:
+                bad.append((m, mod))
+    assert not bad, bad
+
+
+def test_the_layer_rules_detect_an_upward_import(tmp_path):
+    """The checker itself: an import of the package root from a low layer is reported."""
+    p = tmp_path / "x.py"
+    p.write_text("from bluebook import edit\n\ndef f():\n    from bluebook.editor import edit\n")
+    got = imports(p)
+    assert ("bluebook", ["edit"], True) in got and ("bluebook.editor", ["edit"], False) in got
