@@ -16,7 +16,7 @@ PYTEST_ARGS ?= -m "not slow and not gpu"
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test bench lab sync clean-outputs
+.PHONY: setup run test lint bench lab sync clean-outputs
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,8 +36,12 @@ setup: $(VENV)/.installed
 run: setup
 	$(PY) -m bluebook run-notebooks --out $(OUT)
 
-test: setup
+test: setup lint
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# the project's lint rules (pyproject.toml [tool.ruff]); part of `make test`
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(PY) benchmarks/run_all.py
