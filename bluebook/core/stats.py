@@ -9,17 +9,22 @@ running sums, so an interrupted pass resumes where it stopped.
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save
 from tqdm.auto import tqdm
 
 from bluebook.core.config import StatsConfig
+from bluebook.data import corpus_id, wiki_texts
 from bluebook.model.device import model_device
 from bluebook.model.hooks import Trace
-from bluebook.model.specs import check_layers, spec_for
+from bluebook.model.loading import model_fingerprint
+from bluebook.model.specs import check_layers, key_dim, spec_for
 from bluebook.model.tokens import pad_id, right_pad
 from bluebook.runs import atomic_write_bytes, cache_root
 
@@ -77,7 +82,6 @@ class CovarianceStore:
         return self.root / fingerprint / f"{module}__{safe}__len{cfg.max_len}__{cfg.dtype}.safetensors"
 
     def load(self, path: Path, expect: dict) -> LayerStats | None:
-        from safetensors import safe_open
         if not path.exists():
             return None
         try:
@@ -97,7 +101,6 @@ class CovarianceStore:
             return None
 
     def save(self, path: Path, st: LayerStats, meta: dict) -> None:
-        from safetensors.torch import save
         C = st.C.contiguous().cpu()
         m = {k: str(v) for k, v in meta.items()}
         m.update(layer=str(st.layer), count=str(st.count), sha256=_tensor_digest(C))
@@ -138,7 +141,6 @@ def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfi
     device = model_device(model)
     dtype = _DTYPES[cfg.dtype]
     names = [spec.proj_name(l) for l in layers]
-    from bluebook.model.specs import key_dim
     moments = {l: SecondMoment(key_dim(model, l), dtype, device) for l in layers}
     pad = pad_id(tok)
     batches = list(_batches(tok, texts, cfg.max_len, cfg.batch_tokens))
@@ -166,7 +168,6 @@ def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfi
             moments[l].add(tr.inputs[name][keep])
         bar.update(len(b))
         if checkpoint is not None and ((bi + 1) % checkpoint_every == 0) and bi + 1 < len(batches):
-            import io
             buf = io.BytesIO()
             torch.save({"n_batches": len(batches), "layers": layers, "done": bi + 1,
                         "moments": {l: moments[l].state_dict() for l in layers}}, buf)
@@ -184,8 +185,6 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
 
     ``texts``/``corpus`` override the configured corpus (then ``corpus`` must name it for the key).
     """
-    from bluebook.data import corpus_id, wiki_texts
-    from bluebook.model.loading import model_fingerprint
 
     layers = check_layers(model, layers)
     store = store or CovarianceStore()

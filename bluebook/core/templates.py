@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from bluebook.model.device import model_device
+from bluebook.model.loading import model_fingerprint
 from bluebook.runs import atomic_write_text, cache_root
 
 SEED_WORDS = ("The", "Therefore", "Because", "I", "You")
@@ -60,7 +61,6 @@ def context_templates(model, tok, seed: int = 0, fixed=None, cache: bool = True)
     """Fixed templates if given; else the cached (or freshly sampled) templates for (model, seed)."""
     if fixed is not None:
         return validate(fixed)
-    from bluebook.model.loading import model_fingerprint
 
     path = Path(cache_root()) / "templates" / f"{model_fingerprint(model)}-seed{seed}.json"
     if cache and path.exists():

@@ -6,6 +6,7 @@ import importlib.metadata
 import json
 from pathlib import Path
 
+from bluebook.model.loading import load_model
 from bluebook.runs import atomic_dir, jsonable
 
 
@@ -51,7 +52,6 @@ def save_edited(model, tok, path: str | Path, results, extra: dict | None = None
 
 def load_edited(path: str | Path, device="auto", dtype=None):
     """``(model, tokenizer, edit_log)`` from a folder written by :func:`save_edited`."""
-    from bluebook.model.loading import load_model
     path = Path(path)
     log_file = path / "edit_log.json"
     if not log_file.exists():

@@ -26,14 +26,18 @@ import json
 import math
 import shutil
 import time
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save
+from tqdm.auto import tqdm
 
 from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
 from bluebook.editor import SequentialState, edit, resolve_config
 from bluebook.metrics import evaluate_counterfact, evaluate_zsre, summarize
+from bluebook.model.loading import load_model, model_fingerprint
 from bluebook.model.specs import proj_weight
 from bluebook.model.weights import restore_weights, snapshot_weights
 from bluebook.runs import atomic_write_bytes, atomic_write_text, write_json
@@ -69,7 +73,6 @@ def _jsonable_hparams(h):
         return {str(k): _jsonable_hparams(v) for k, v in sorted(h.items(), key=lambda kv: str(kv[0]))}
     if isinstance(h, (list, tuple)):
         return [_jsonable_hparams(v) for v in h]
-    from dataclasses import asdict, is_dataclass
     if is_dataclass(h):
         return _jsonable_hparams(asdict(h))
     return repr(h)
@@ -95,13 +98,11 @@ def _fmt(v) -> str:
 
 
 def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
-    from safetensors.torch import save
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, save(data, metadata=meta))
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
     return load_file(str(path))
 
 
@@ -139,7 +140,6 @@ def _check_config(found: dict, expected: dict, where: Path) -> None:
 
 def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, originals: dict,
                 resume: bool, progress: bool, eval_kw: dict, log) -> dict:
-    from tqdm.auto import tqdm
 
     progress_file = mdir / "progress.json"
     summary_file = mdir / "summary.json"
@@ -297,7 +297,6 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
     if isinstance(model_name_or_model, (str, Path)):
-        from bluebook.model.loading import load_model
         model_name = str(model_name_or_model)
         model, tok = load_model(model_name, device=device, **(load_kwargs or {}))
     else:
@@ -316,7 +315,6 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     out.mkdir(parents=True, exist_ok=True)
     log = print if progress else (lambda *a, **k: None)
 
-    from bluebook.model.loading import model_fingerprint
     fingerprint = model_fingerprint(model)
     base_cfg = {"dataset": dataset, "n": len(reqs), "batch": int(batch), "case_ids": case_ids,
                 "model_fingerprint": fingerprint, "generation": bool(generation), "seed": int(seed)}

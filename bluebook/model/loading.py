@@ -15,6 +15,19 @@ import time
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer, processors
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GgufConfig,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPTJConfig,
+    GPTJForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from bluebook.model.device import resolve_device
 from bluebook.model.specs import spec_for
@@ -77,7 +90,6 @@ def prepare_embedded_model(force: bool = False, verbose: bool = True) -> Path:
     target = embedded_model_dir()
     if not force and verify_model_dir(target):
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
     gguf = _gguf_path()
     if verbose:
@@ -112,8 +124,6 @@ def _prepare_tokenizer(tok, model=None):
 
 def tiny_tokenizer(add_bos: bool = False):
     """A 2,048-token byte-level BPE tokenizer shipped with bluebook (optionally adding a BOS)."""
-    from tokenizers import Tokenizer, processors
-    from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer.from_file(str(Path(__file__).resolve().parent.parent / "assets" / "tiny_tokenizer.json"))
     if add_bos:
@@ -130,7 +140,6 @@ def tiny_model(kind: str = "tiny-gpt2", seed: int = 0, n_layers: int = 4, d: int
 
     ``tiny-llama``'s tokenizer prepends a BOS token, so BOS handling is exercised in tests.
     """
-    from transformers import GPT2Config, GPT2LMHeadModel, GPTJConfig, GPTJForCausalLM, LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer(add_bos=(kind == "tiny-llama"))
     vocab = len(tok)
@@ -176,7 +185,6 @@ def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto"
         model, tok = tiny_model(name)
         model = model.to(device=dev, dtype=dtype)
     else:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         if name == EMBEDDED:
             path = prepare_embedded_model()

@@ -1,6 +1,8 @@
 """Prompt templates and the subject's last-token index (algorithms.md §0.1)."""
 from __future__ import annotations
 
+import torch
+
 
 def check_template(template: str, *, field: str = "prompt") -> str:
     if not isinstance(template, str):
@@ -61,7 +63,6 @@ def pad_id(tok) -> int:
 
 def right_pad(seqs, pad_id: int):
     """Stack token-id lists into ``(ids, mask)`` long tensors, right-padded with ``pad_id``."""
-    import torch
 
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
