@@ -9,10 +9,14 @@
 """
 from bluebook.analysis import theory, toy
 from bluebook.analysis.bounds import BoundTable, batch_size_sweep, bound_checks, sequential_sweep, spearman
-from bluebook.analysis.contributions import (ContributionScores, contribution_scores, single_layer_editing,
-                                             target_prob)
-from bluebook.analysis.residuals import (LayerResiduals, residuals_per_layer, resolve_layers, resolve_templates,
-                                         subset_targets)
+from bluebook.analysis.contributions import ContributionScores, contribution_scores, single_layer_editing, target_prob
+from bluebook.analysis.residuals import (
+                                             LayerResiduals,
+                                             residuals_per_layer,
+                                             resolve_layers,
+                                             resolve_templates,
+                                             subset_targets,
+)
 from bluebook.analysis.steps import PAPER_STEPS, LayerSteps, steps_per_layer
 
 __all__ = [

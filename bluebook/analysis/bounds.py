@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from bluebook.analysis import theory
 from bluebook.analysis.residuals import LayerResiduals, residuals_per_layer, resolve_layers, resolve_templates
+from bluebook.analysis.theory import BoundCheck, evaluate_bound, gain, matrix_norm, q_envelope, q_matrix
 from bluebook.core.config import EditConfig
 from bluebook.core.keys import read_states
 from bluebook.core.presets import preset_for
@@ -28,9 +28,6 @@ __all__ = ["BoundTable", "spearman", "bound_checks", "batch_size_sweep", "sequen
 class BoundTable:
     """Rows of :func:`bluebook.analysis.theory.check_bound` results with their context (layer, batch, …)."""
     rows: list[dict]
-
-    def column(self, name: str) -> np.ndarray:
-        return np.asarray([r[name] for r in self.rows], dtype=np.float64)
 
     @property
     def holds_fraction(self) -> float:
@@ -50,11 +47,11 @@ def spearman(x, y) -> float:
 
 def _stats(model, tok, layers, cfg: EditConfig) -> dict[int, torch.Tensor]:
     got = layer_stats(model, tok, list(layers), cfg.stats, progress=False)
-    return {l: got[l].C.detach().double().cpu() for l in layers}
+    return {layer: got[layer].C.detach().double().cpu() for layer in layers}
 
 
-def _row(check: theory.BoundCheck, **ctx) -> dict:
-    """One table row: the context, the :class:`~bluebook.analysis.theory.BoundCheck` fields and its tightness."""
+def _row(check: BoundCheck, **ctx) -> dict:
+    """One table row: the context, the :class:`~bluebook.analysis.BoundCheck` fields and its tightness."""
     row = dict(ctx)
     row.update(check.to_dict())
     row["tightness"] = check.tightness
@@ -80,15 +77,15 @@ def bound_checks(model, tok, requests, layers=None, cfg: EditConfig | None = Non
     K = read_states(model, tok, requests, key_layers=layers, templates=templates).keys
     rows = []
     RL = residuals.delta_last.double().T                       # (d, n)
-    for l in layers:
-        Kl = K[l].double().cpu()
-        Rd = residuals.delta_direct[l].double().T
-        D = residuals.distance(l)
+    for layer in layers:
+        Kl = K[layer].double().cpu()
+        Rd = residuals.delta_direct[layer].double().T
+        D = residuals.distance(layer)
         for s in range(0, len(requests) - batch_size + 1, batch_size):
             cols = slice(s, s + batch_size)
-            Q = theory.q_matrix(Kl[:, cols], C[l], cfg.lam)
-            rows.append(_row(theory.evaluate_bound(Q, Rd[:, cols], RL[:, cols], D),
-                             layer=l, batch_size=batch_size, batch=s // batch_size,
+            Q = q_matrix(Kl[:, cols], C[layer], cfg.lam)
+            rows.append(_row(evaluate_bound(Q, Rd[:, cols], RL[:, cols], D),
+                             layer=layer, batch_size=batch_size, batch=s // batch_size,
                              case_ids=list(residuals.case_ids[cols])))
     return BoundTable(rows)
 
@@ -137,24 +134,24 @@ def sequential_sweep(model, tok, requests, earlier_requests, seq_lengths, layers
     Kp = read_states(model, tok, earlier[:t_max * b], key_layers=layers, templates=templates).keys if t_max else {}
     RL = residuals.delta_last.double().T
     rows = []
-    for l in layers:
-        Kl = K[l].double().cpu()
-        Rd = residuals.delta_direct[l].double().T
-        D = residuals.distance(l)
-        Q0 = theory.q_matrix(Kl, C[l], cfg.lam)
+    for layer in layers:
+        Kl = K[layer].double().cpu()
+        Rd = residuals.delta_direct[layer].double().T
+        D = residuals.distance(layer)
+        Q0 = q_matrix(Kl, C[layer], cfg.lam)
         for t in sorted(seq_lengths):
             C_p, cp_norm = None, 0.0
             if t > 0:
-                Kpl = Kp[l][:, :t * b].double().cpu()
+                Kpl = Kp[layer][:, :t * b].double().cpu()
                 C_p = Kpl @ Kpl.T
-                cp_norm = theory.matrix_norm(Kpl.T @ Kpl)  # = ‖K_pK_pᵀ‖₂, from the smaller Gram matrix
-            Q = theory.q_matrix(Kl, C[l], cfg.lam, C_p) if t > 0 else Q0
-            row = _row(theory.evaluate_bound(Q, Rd, RL, D), layer=l, seq_length=t, batch_size=len(requests))
-            row.update(lemma43_q_norm=row["q_norm"], lemma43_q_norm_without_cp=theory.matrix_norm(Q0),
-                       lemma43_cp_norm=cp_norm, lemma43_key_gain=theory.gain(Q, Kl),
-                       lemma43_key_gain_without_cp=theory.gain(Q0, Kl))
+                cp_norm = matrix_norm(Kpl.T @ Kpl)  # = ‖K_pK_pᵀ‖₂, from the smaller Gram matrix
+            Q = q_matrix(Kl, C[layer], cfg.lam, C_p) if t > 0 else Q0
+            row = _row(evaluate_bound(Q, Rd, RL, D), layer=layer, seq_length=t, batch_size=len(requests))
+            row.update(lemma43_q_norm=row["q_norm"], lemma43_q_norm_without_cp=matrix_norm(Q0),
+                       lemma43_cp_norm=cp_norm, lemma43_key_gain=gain(Q, Kl),
+                       lemma43_key_gain_without_cp=gain(Q0, Kl))
             if envelope:
-                row["lemma43_q_envelope"] = theory.q_envelope(C[l], cfg.lam, C_p)
-                row["lemma43_q_envelope_without_cp"] = theory.q_envelope(C[l], cfg.lam)
+                row["lemma43_q_envelope"] = q_envelope(C[layer], cfg.lam, C_p)
+                row["lemma43_q_envelope_without_cp"] = q_envelope(C[layer], cfg.lam)
             rows.append(row)
     return BoundTable(rows)

@@ -94,24 +94,24 @@ class ContributionScores:
 
     @property
     def s_distributed(self) -> dict[int, np.ndarray]:
-        return {l: v - self.p0 for l, v in self.p_distributed.items()}
+        return {layer: v - self.p0 for layer, v in self.p_distributed.items()}
 
     @property
     def s_direct(self) -> dict[int, np.ndarray]:
-        return {l: v - self.p0 for l, v in self.p_direct.items()}
+        return {layer: v - self.p0 for layer, v in self.p_direct.items()}
 
     def mean(self, kind: str) -> dict[int, float]:
         """Per-layer mean contribution, ``kind`` in ``{"distributed", "direct"}``."""
         s = {"distributed": self.s_distributed, "direct": self.s_direct}[kind]
-        return {l: float(np.mean(v)) for l, v in s.items()}
+        return {layer: float(np.mean(v)) for layer, v in s.items()}
 
     def rows(self) -> list[dict]:
         out = []
         N = len(self.layers)
-        for i, l in enumerate(self.layers):
-            for kind, s in (("distributed", self.s_distributed[l]), ("direct", self.s_direct[l])):
+        for i, layer in enumerate(self.layers):
+            for kind, s in (("distributed", self.s_distributed[layer]), ("direct", self.s_direct[layer])):
                 for j, cid in enumerate(self.case_ids):
-                    out.append({"case_id": cid, "layer": l, "distance": N - 1 - i, "residual": kind,
+                    out.append({"case_id": cid, "layer": layer, "distance": N - 1 - i, "residual": kind,
                                 "score": float(s[j]), "p0": float(self.p0[j])})
         return out
 
@@ -127,12 +127,12 @@ def contribution_scores(model, tok, requests, residuals: LayerResiduals, templat
     templates = resolve_templates(model, tok, cfg or preset_for(model, "memit"), templates)
     p0 = target_prob(model, tok, requests, residuals.layers[0], None, templates)
     p_dist, p_dir = {}, {}
-    for l in residuals.layers:
-        p_dist[l] = target_prob(model, tok, requests, l, residuals.distributed[l], templates)
-        if l == residuals.last_layer:
-            p_dir[l] = p_dist[l].copy()          # δ^L/(N_L−(N_L−1)) = δ^L: the same intervention
+    for layer in residuals.layers:
+        p_dist[layer] = target_prob(model, tok, requests, layer, residuals.distributed[layer], templates)
+        if layer == residuals.last_layer:
+            p_dir[layer] = p_dist[layer].copy()          # δ^L/(N_L−(N_L−1)) = δ^L: the same intervention
         else:
-            p_dir[l] = target_prob(model, tok, requests, l, residuals.delta_direct[l], templates)
+            p_dir[layer] = target_prob(model, tok, requests, layer, residuals.delta_direct[layer], templates)
     return ContributionScores(residuals.layers, list(residuals.case_ids), p0, p_dist, p_dir)
 
 

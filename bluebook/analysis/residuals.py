@@ -96,14 +96,14 @@ class LayerResiduals:
     def rows(self) -> list[dict]:
         """One dict per (request, layer), e.g. for ``pandas.DataFrame(res.rows())``."""
         out = []
-        for l in self.layers:
+        for layer in self.layers:
             for j, cid in enumerate(self.case_ids):
-                out.append({"case_id": cid, "layer": l, "distance": self.distance(l),
-                            "cosine": float(self.cosine[l][j]), "deviation": float(self.deviation[l][j]),
-                            "distribution_error": float(self.distribution_error[l][j]),
-                            "norm_direct": float(self.delta_direct[l][j].norm()),
-                            "norm_distributed": float(self.distributed[l][j].norm()),
-                            "steps": int(self.steps[l][j]), "prob_direct": float(self.prob[l][j])})
+                out.append({"case_id": cid, "layer": layer, "distance": self.distance(layer),
+                            "cosine": float(self.cosine[layer][j]), "deviation": float(self.deviation[layer][j]),
+                            "distribution_error": float(self.distribution_error[layer][j]),
+                            "norm_direct": float(self.delta_direct[layer][j].norm()),
+                            "norm_distributed": float(self.distributed[layer][j].norm()),
+                            "steps": int(self.steps[layer][j]), "prob_direct": float(self.prob[layer][j])})
         return out
 
     def select(self, idx) -> "LayerResiduals":
@@ -112,18 +112,18 @@ class LayerResiduals:
         t = torch.tensor(idx, dtype=torch.long)
 
         def ten(d):
-            return {l: v[t] for l, v in d.items()}
+            return {layer: v[t] for layer, v in d.items()}
 
         def arr(d):
-            return {l: v[idx] for l, v in d.items()}
+            return {layer: v[idx] for layer, v in d.items()}
         return LayerResiduals(self.layers, [self.case_ids[j] for j in idx], self.delta_last[t],
                               ten(self.delta_direct), ten(self.distributed), arr(self.cosine), arr(self.deviation),
                               arr(self.distribution_error), arr(self.steps), arr(self.prob),
-                              {l: subset_targets(tr, idx) for l, tr in self.targets.items()})
+                              {layer: subset_targets(tr, idx) for layer, tr in self.targets.items()})
 
     def mean(self, name: str) -> dict[int, float]:
         """Per-layer mean of ``cosine``, ``deviation``, ``distribution_error``, ``steps`` or ``prob``."""
-        return {l: float(np.mean(getattr(self, name)[l])) for l in self.layers}
+        return {layer: float(np.mean(getattr(self, name)[layer])) for layer in self.layers}
 
 
 def residuals_per_layer(model, tok, requests, layers=None, cfg: EditConfig | None = None, templates=None,
@@ -136,19 +136,19 @@ def residuals_per_layer(model, tok, requests, layers=None, cfg: EditConfig | Non
     layers = resolve_layers(model, cfg, layers)
     templates = resolve_templates(model, tok, cfg, templates)
     N, L = len(layers), layers[-1]
-    targets = {l: optimize_targets(model, tok, requests, l, cfg.target, templates, progress=progress)
-               for l in reversed(layers)}
+    targets = {layer: optimize_targets(model, tok, requests, layer, cfg.target, templates, progress=progress)
+               for layer in reversed(layers)}
     dL = targets[L].delta.detach().float().cpu()
     direct, dist, cos, dev, derr, steps, prob = {}, {}, {}, {}, {}, {}, {}
-    for i, l in enumerate(layers):
-        dl = targets[l].delta.detach().float().cpu()
+    for i, layer in enumerate(layers):
+        dl = targets[layer].delta.detach().float().cpu()
         share = dL / (N - i)
-        direct[l], dist[l] = dl, share
-        cos[l] = F.cosine_similarity(share, dl, dim=1, eps=1e-12).numpy().astype(np.float64)
-        dev[l] = (dl - dL).norm(dim=1).numpy().astype(np.float64)
-        derr[l] = (share - dl).norm(dim=1).numpy().astype(np.float64)
-        steps[l] = np.asarray(targets[l].steps, dtype=np.int64)
-        prob[l] = np.asarray(targets[l].final_prob, dtype=np.float64)
+        direct[layer], dist[layer] = dl, share
+        cos[layer] = F.cosine_similarity(share, dl, dim=1, eps=1e-12).numpy().astype(np.float64)
+        dev[layer] = (dl - dL).norm(dim=1).numpy().astype(np.float64)
+        derr[layer] = (share - dl).norm(dim=1).numpy().astype(np.float64)
+        steps[layer] = np.asarray(targets[layer].steps, dtype=np.int64)
+        prob[layer] = np.asarray(targets[layer].final_prob, dtype=np.float64)
     return LayerResiduals(layers=layers, case_ids=[r.case_id for r in requests], delta_last=dL,
                           delta_direct=direct, distributed=dist, cosine=cos, deviation=dev,
                           distribution_error=derr, steps=steps, prob=prob, targets=targets)

@@ -40,12 +40,12 @@ class LayerSteps:
 
     @property
     def mean(self) -> list[float]:
-        return [float(np.mean(self.counts[l])) for l in self.layers]
+        return [float(np.mean(self.counts[layer])) for layer in self.layers]
 
     @property
     def std(self) -> list[float]:
         """Population standard deviation over requests (``np.std``)."""
-        return [float(np.std(self.counts[l])) for l in self.layers]
+        return [float(np.std(self.counts[layer])) for layer in self.layers]
 
     def drop_after_first(self) -> float | None:
         """Relative drop of the mean step count from the first to the second critical layer."""
@@ -58,8 +58,8 @@ class LayerSteps:
         """A ``pandas.DataFrame`` with one row per critical layer (index i, layer, mean, std, min, max)."""
         return pd.DataFrame({"i": range(len(self.layers)), "layer": self.layers, "mean": self.mean,
                              "std": self.std,
-                             "min": [int(min(self.counts[l])) for l in self.layers],
-                             "max": [int(max(self.counts[l])) for l in self.layers]})
+                             "min": [int(min(self.counts[layer])) for layer in self.layers],
+                             "max": [int(max(self.counts[layer])) for layer in self.layers]})
 
 
 def steps_per_layer(model, tok, requests, layers=None, hparams=None, batch_size: int | None = None,
@@ -100,10 +100,10 @@ def steps_per_layer(model, tok, requests, layers=None, hparams=None, batch_size:
         res = edit(model, tok, chunk, method, layers=layers, hparams=hparams, distribution=Direct(),
                    apply=False, progress=progress)
         plan, cfg = list(res.layers), res.diagnostics["config"]
-        for l in plan:
-            tr = res.targets[l]
-            counts.setdefault(l, []).extend(int(c) for c in tr.steps)
-            final_loss.setdefault(l, []).extend(float(x) for x in tr.final_loss)
-            traces.setdefault(l, []).extend([float(x) for x in t] for t in tr.loss)
+        for layer in plan:
+            tr = res.targets[layer]
+            counts.setdefault(layer, []).extend(int(c) for c in tr.steps)
+            final_loss.setdefault(layer, []).extend(float(x) for x in tr.final_loss)
+            traces.setdefault(layer, []).extend([float(x) for x in t] for t in tr.loss)
     return LayerSteps(layers=plan, counts=counts, max_steps=cfg.target.steps, early_stop=cfg.target.early_stop,
                       batch_size=bs, final_loss=final_loss, loss=traces)

@@ -16,8 +16,15 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from bluebook.analysis.theory import (check_distance, evaluate_bound, gain, matrix_norm, q_envelope, q_matrix,
-                                      residual_factor)
+from bluebook.analysis.theory import (
+    check_distance,
+    evaluate_bound,
+    gain,
+    matrix_norm,
+    q_envelope,
+    q_matrix,
+    residual_factor,
+)
 
 __all__ = ["KeyModel", "random_key_model", "ToyChain", "toy_distribution_error", "SequentialProfile",
            "sequential_profile"]

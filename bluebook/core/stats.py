@@ -59,6 +59,10 @@ class SecondMoment:
         return self
 
 
+class StatsOnEditedModel(RuntimeError):
+    """Statistics were asked for an unedited model's fingerprint while the model holds edited weights."""
+
+
 @dataclass
 class LayerStats:
     layer: int
@@ -183,12 +187,18 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
                 progress: bool = True) -> dict[int, LayerStats]:
     """``C`` for each layer, from the disk cache when valid, else computed in one pass and cached.
 
+    ``fingerprint`` names the unedited model the statistics belong to (default: the model as it is).
+    Statistics are only ever computed on weights with that fingerprint, and every cache entry records
+    the fingerprint of the weights it was computed from (checked on load): when the model has been
+    edited since, cached entries are still used, and a missing one raises :class:`StatsOnEditedModel`.
+
     ``texts``/``corpus`` override the configured corpus (then ``corpus`` must name it for the key).
     """
 
     layers = check_layers(model, layers)
     store = store or CovarianceStore()
-    fingerprint = fingerprint or model_fingerprint(model)
+    current = model_fingerprint(model)
+    fingerprint = fingerprint or current
     if texts is None:
         corpus = corpus_id(cfg.corpus, cfg.n_samples, cfg.seed)
     elif corpus is None:
@@ -198,13 +208,18 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
     for l in layers:
         module = spec.proj_name(l)
         meta = {"fingerprint": fingerprint, "module": module, "corpus": corpus, "max_len": cfg.max_len,
-                "dtype": cfg.dtype}
+                "dtype": cfg.dtype, "computed_on": fingerprint}
         p = store.path(fingerprint, module, cfg, corpus)
         st = store.load(p, meta)
         if st is None:
             missing.append(l)
         else:
             out[l] = st
+    if missing and fingerprint != current:
+        raise StatsOnEditedModel(
+            f"layer statistics for layers {missing} must come from the unedited model (fingerprint {fingerprint}), "
+            f"but the model's weights now have fingerprint {current} (it has been edited): compute the statistics "
+            "before editing (bluebook.editor.prepare_stats), or restore the original weights first")
     if missing:
         if texts is None:
             texts = wiki_texts(n=cfg.n_samples, seed=cfg.seed, source=cfg.corpus)
@@ -219,6 +234,6 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
             p = store.path(fingerprint, module, cfg, corpus)
             st = LayerStats(l, C.cpu(), moments[l].count, p.name)
             store.save(p, st, {"fingerprint": fingerprint, "module": module, "corpus": corpus,
-                               "max_len": cfg.max_len, "dtype": cfg.dtype})
+                               "max_len": cfg.max_len, "dtype": cfg.dtype, "computed_on": current})
             out[l] = st
     return {l: out[l] for l in layers}

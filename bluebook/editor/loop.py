@@ -35,7 +35,8 @@ from bluebook.model.specs import check_layers, proj_weight, spec_for
 from bluebook.model.tokens import check_tokenizer
 from bluebook.model.weights import add_deltas, preserved_weights, restore_weights
 
-__all__ = ["EditResult", "RunContext", "SequentialState", "edit", "resolve_config"]
+__all__ = ["EditResult", "RunContext", "SequentialState", "critical_and_plan", "edit", "prepare_stats",
+           "resolve_config"]
 
 
 class RunContext:
@@ -79,6 +80,30 @@ def resolve_config(model, method: Method | str, hparams=None, layers=None) -> Ed
     return cfg
 
 
+def critical_and_plan(model, method: Method, cfg: EditConfig, rule=None) -> tuple[list[int], list[int]]:
+    """The critical layers the residual rule works over (BLUE: the two boundary layers) and its plan."""
+    crit = check_layers(model, cfg.layers, field="layers")
+    if method.blue:
+        crit = check_layers(model, list(cfg.boundary_layers()), field="blue_layers")
+    return crit, (rule or method.distribution).plan(crit)
+
+
+def prepare_stats(model, tok, method: str | Method, hparams=None, state: SequentialState | None = None, *,
+                  layers=None, progress: bool = False) -> SequentialState:
+    """Fill ``state.stats`` with ``C`` at every layer ``method`` updates, from the model as it is now.
+
+    Call it on the **unedited** model, e.g. before loading the edited weights of a resumed run: the
+    statistics of a sequential run always describe the model before its first edit (the cache is
+    keyed and checked by that model's fingerprint). Returns the (new or given) state.
+    """
+    method = parse_method(method)
+    cfg = resolve_config(model, method, hparams, layers)
+    _, plan = critical_and_plan(model, method, cfg)
+    state = _prepare_state(model, method, state)
+    RunContext(model, tok, cfg, state, progress).ensure_stats(plan)
+    return state
+
+
 def _prepare_state(model, method: Method, state: SequentialState | None) -> SequentialState:
     if state is None:
         return SequentialState(method=method.name, fingerprint=model_fingerprint(model))
@@ -116,11 +141,8 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     spec_for(model)
     check_tokenizer(model, tok)
     cfg = resolve_config(model, method, hparams, layers)
-    crit = check_layers(model, cfg.layers, field="layers")
-    if method.blue:
-        crit = check_layers(model, list(cfg.boundary_layers()), field="blue_layers")
     rule = distribution or method.distribution
-    plan = rule.plan(crit)
+    crit, plan = critical_and_plan(model, method, cfg, rule)
     state = _prepare_state(model, method, state)
     wdtype = proj_weight(model, plan[0]).dtype
     if wdtype in (torch.float16, torch.bfloat16):

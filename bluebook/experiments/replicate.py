@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
-from bluebook.editor import SequentialState, edit, resolve_config
+from bluebook.editor import SequentialState, edit, prepare_stats, resolve_config
 from bluebook.metrics import evaluate_counterfact, evaluate_zsre, summarize
 from bluebook.model.loading import load_model, model_fingerprint
 from bluebook.model.specs import proj_weight
@@ -159,11 +159,13 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
     done, batch_log = 0, []
     if prog is not None and prog.get("batches_done", 0) > 0:
         done = int(prog["batches_done"])
+        state = SequentialState.load(mdir / prog["state_file"])
+        # statistics from the unedited model, before its checkpointed edits are loaded
+        prepare_stats(model, tok, method, hp, state)
         weights = _read_safetensors(mdir / prog["weights_file"])
         layers = sorted(int(k.split(".")[1]) for k in weights)
         remember(model, originals, layers)
         restore_weights(model, {l: weights[f"layer.{l}"] for l in layers})      # the checkpointed weights
-        state = SequentialState.load(mdir / prog["state_file"])
         batch_log = list(prog.get("batches", []))
         log(f"[replicate] {method}: resuming after batch {done}/{n_batches}")
 

@@ -6,10 +6,16 @@
 * :mod:`bluebook.locate.summary` — averages over prompts and the proposed critical layers.
 """
 from bluebook.locate.known import filter_known, known_rank, known_ranks
-from bluebook.locate.prompts import (as_template, as_triple, embedding_noise_scale, subject_noise, subject_range,
-                                     target_token_id, token_ids)
-from bluebook.locate.summary import (ROW_LABELS, TraceSummary, peak_layer, propose_critical_layers, summarize,
-                                     trace_many)
+from bluebook.locate.prompts import (
+    as_template,
+    as_triple,
+    embedding_noise_scale,
+    subject_noise,
+    subject_range,
+    target_token_id,
+    token_ids,
+)
+from bluebook.locate.summary import ROW_LABELS, TraceSummary, peak_layer, propose_critical_layers, summarize, trace_many
 from bluebook.locate.trace import KINDS, TraceResult, trace_prompt
 
 __all__ = [

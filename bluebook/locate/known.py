@@ -17,8 +17,8 @@ from bluebook.model.tokens import pad_id, right_pad
 def _last_token_logits(model, tok, batch_ids: list[list[int]]) -> torch.Tensor:
     """Next-token logits after each of several prompts, ``(len(batch_ids), vocab)``, in one forward.
 
-    Right padding (:func:`~bluebook.model.tokens.pad_id`) with an attention mask; only the needed positions go through the output head
-    (``logits_to_keep`` with a tensor of positions).
+    Right padding (:func:`~bluebook.model.tokens.pad_id`) with an attention mask; only the needed
+    positions go through the output head (``logits_to_keep`` with a tensor of positions).
     """
     device = model_device(model)
     ids, mask = right_pad(batch_ids, pad_id(tok))

@@ -68,8 +68,14 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from bluebook.locate.prompts import (as_template, embedding_noise_scale, subject_noise, subject_range,
-                                     target_token_id, token_ids)
+from bluebook.locate.prompts import (
+    as_template,
+    embedding_noise_scale,
+    subject_noise,
+    subject_range,
+    target_token_id,
+    token_ids,
+)
 from bluebook.model.cache import cache_kwarg, returned_cache
 from bluebook.model.device import eval_mode, model_device
 from bluebook.model.hooks import Trace, edit_output, skip_blocks
@@ -158,7 +164,7 @@ class _Engine:
         self.tid, self.eps, self.first = target_id, eps, first
         self.spec, self.L, self.device = spec_for(model), num_layers(model), ids.device
         self.S, self.n = eps.shape[0], ids.shape[1]
-        self.block_names = [self.spec.block_name(l) for l in range(self.L)]
+        self.block_names = [self.spec.block_name(layer) for layer in range(self.L)]
         self.kw = {"logits_to_keep": 1}
         self.noise_add, self.restore, self.local_pos = None, {}, 0
         self.clean, self.corrupt_blocks = {}, []
@@ -193,8 +199,9 @@ class _Engine:
         with contextlib.ExitStack() as stack:
             stack.enter_context(edit_output(self.model, self.spec.embed, self._add_noise))
             for k in self.kinds:
-                for l in range(self.L):
-                    stack.enter_context(edit_output(self.model, _module_name(self.spec, k, l), self._writer((k, l))))
+                for layer in range(self.L):
+                    name = _module_name(self.spec, k, layer)
+                    stack.enter_context(edit_output(self.model, name, self._writer((k, layer))))
             try:
                 yield
             finally:
@@ -202,10 +209,11 @@ class _Engine:
 
     def clean_run(self) -> tuple[float, bool]:
         """Record the clean outputs; returns ``high`` and whether blocks return bare tensors."""
-        names = [_module_name(self.spec, k, l) for k in self.kinds for l in range(self.L)]
+        names = [_module_name(self.spec, k, layer) for k in self.kinds for layer in range(self.L)]
         with Trace(self.model, names + self.block_names) as tr, _output_types(self.model, self.block_names) as types:
             out = self.model(input_ids=self.ids, **self.kw)
-        self.clean = {(k, l): tr.outputs[_module_name(self.spec, k, l)][0] for k in self.kinds for l in range(self.L)}
+        self.clean = {(k, layer): tr.outputs[_module_name(self.spec, k, layer)][0]
+                      for k in self.kinds for layer in range(self.L)}
         return float(_last_probs(out, self.tid)[0]), bool(types) and all(t is torch.Tensor for t in types)
 
     def corrupted_runs(self) -> float:
@@ -243,8 +251,8 @@ class _Engine:
 
     def restorations(self, p: int, *, use_cache: bool, skip: bool) -> dict[str, np.ndarray]:
         """Mean p(target) over the draws for every (kind, layer) restored at position ``p``."""
-        rows = sorted(((_window_layers(k, l, self.window, self.L).start, k, l, s)
-                       for k in self.kinds for l in range(self.L) for s in range(self.S)), key=lambda r: r[0])
+        rows = sorted(((_window_layers(k, layer, self.window, self.L).start, k, layer, s)
+                       for k in self.kinds for layer in range(self.L) for s in range(self.S)), key=lambda r: r[0])
         start = p if use_cache else 0
         prefix = self._prefix_cache(p) if use_cache else None
         self.local_pos = p - start
@@ -266,8 +274,8 @@ class _Engine:
                     out = self.model(input_ids=self.ids[:, start:].expand(len(chunk), -1), **call)
             finally:
                 self.restore, self.noise_add = {}, None
-            for (_, k, l, _), pr in zip(chunk, _last_probs(out, self.tid).double().cpu().numpy()):
-                acc[k][l] += pr
+            for (_, k, layer, _), pr in zip(chunk, _last_probs(out, self.tid).double().cpu().numpy()):
+                acc[k][layer] += pr
         return {k: v / self.S for k, v in acc.items()}
 
 

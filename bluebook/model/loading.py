@@ -212,10 +212,14 @@ def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto"
 def model_fingerprint(model) -> str:
     """A short stable id of a model's identity and weights (config + a hash of every parameter).
 
-    Used to key disk caches; any weight change gives a new fingerprint.
+    Used to key disk caches; any weight change gives a new fingerprint, the load path none.
     """
     h = hashlib.sha256()
-    h.update(json.dumps(model.config.to_dict(), sort_keys=True, default=str).encode())
+    # where the weights were loaded from (``_name_or_path``) and other private bookkeeping are not
+    # part of the model: the same weights loaded from two folders get one fingerprint
+    config = {k: v for k, v in model.config.to_dict().items()
+              if not k.startswith("_") and k not in ("name_or_path", "transformers_version")}
+    h.update(json.dumps(config, sort_keys=True, default=str).encode())
     for name, p in sorted(model.state_dict().items()):
         t = p.detach().to("cpu").contiguous()
         h.update(name.encode())

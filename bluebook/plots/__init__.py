@@ -1,14 +1,10 @@
 """Figures for the notebooks. Every function returns a ``matplotlib.figure.Figure``; none calls
-``plt.show()`` or changes global style. Submodules: ``locate``, ``edits``, ``analysis``, ``replication``."""
-from __future__ import annotations
+``plt.show()``, registers the figure with ``pyplot`` or changes global style.
 
-from pathlib import Path
+Submodules: ``locate``, ``edits``, ``analysis``, ``blue``, ``replication``; :mod:`bluebook.plots.figure`
+makes and saves the figures. The plotting modules read results by attribute and key only and import
+nothing else from bluebook.
+"""
+from bluebook.plots.figure import new_figure, save
 
-
-def save(fig, output_dir, name: str, dpi: int = 120) -> Path:
-    """Save ``fig`` as ``<output_dir>/figures/<name>.png`` and return the path."""
-    out = Path(output_dir) / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{name}.png"
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path
+__all__ = ["new_figure", "save"]

@@ -1,25 +1,27 @@
 """Figures for the residual-distribution analysis (notebooks 04 and 05).
 
-Each function takes results of :mod:`bluebook.analysis` and returns a ``matplotlib.figure.Figure``;
-nothing here calls ``plt.show()`` or changes global matplotlib/seaborn state.
+Each function takes results of :mod:`bluebook.analysis` (read by attribute and key only) and returns
+a new ``matplotlib.figure.Figure``; nothing here calls ``plt.show()`` or changes global
+matplotlib/seaborn state.
 """
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure
+
+from bluebook.plots.figure import new_figure
 
 _COLORS = {"distributed": "#d95f02", "direct": "#1b9e77", "deviation": "#7570b3", "bound": "#e7298a",
            "tight_bound": "#66a61e"}
 
 
 def _fig(ncols=1, width=5.0, height=3.6):
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    return fig, axes[0]
+    return new_figure(ncols, (width * ncols, height))
 
 
-def contribution_curves(scores) -> "plt.Figure":
+def contribution_curves(scores) -> Figure:
     """Mean contribution score per critical layer for distributed vs direct residuals (points: requests)."""
     df = pd.DataFrame(scores.rows())
     fig, (ax,) = _fig()
@@ -34,7 +36,7 @@ def contribution_curves(scores) -> "plt.Figure":
     return fig
 
 
-def cosine_curve(residuals) -> "plt.Figure":
+def cosine_curve(residuals) -> Figure:
     """``cos(δ^L/(N_L−i), δ^l)`` per critical layer (mean ± sd, points: requests)."""
     df = pd.DataFrame(residuals.rows())
     fig, (ax,) = _fig()
@@ -49,7 +51,7 @@ def cosine_curve(residuals) -> "plt.Figure":
     return fig
 
 
-def residual_deviation_curve(residuals) -> "plt.Figure":
+def residual_deviation_curve(residuals) -> Figure:
     """``‖δ^l − δ^L‖`` and ``‖δ^L/(N_L−i) − δ^l‖`` per critical layer, with ``‖δ^l‖`` for scale."""
     df = pd.DataFrame(residuals.rows())
     long = df.melt(id_vars=["layer"], value_vars=["deviation", "distribution_error", "norm_direct"],
@@ -66,16 +68,16 @@ def residual_deviation_curve(residuals) -> "plt.Figure":
     return fig
 
 
-def single_layer_bars(results: dict, metrics=("efficacy", "generalization")) -> "plt.Figure":
+def single_layer_bars(results: dict, metrics=("efficacy", "generalization")) -> Figure:
     """Bars of CounterFact success rates after editing one layer only.
 
     ``results``: ``{layer: single_layer_editing(...) output}``.
     """
     recs = []
-    for l, r in sorted(results.items()):
+    for layer, r in sorted(results.items()):
         for kind in ("distributed", "direct"):
             for m in metrics:
-                recs.append({"layer": l, "residual": kind, "metric": m, "value": r[kind][m]})
+                recs.append({"layer": layer, "residual": kind, "metric": m, "value": r[kind][m]})
     df = pd.DataFrame(recs)
     fig, axes = _fig(len(metrics), width=4.5)
     for ax, m in zip(axes, metrics):
@@ -92,7 +94,7 @@ def single_layer_bars(results: dict, metrics=("efficacy", "generalization")) -> 
     return fig
 
 
-def deviation_vs_bound(table, bound: str = "bound") -> "plt.Figure":
+def deviation_vs_bound(table, bound: str = "bound") -> Figure:
     """Log-log scatter of the actual ``‖Δ^{l*} − Δ^l‖₂`` against the Theorem 4.1 bound, with ``y = x``.
 
     Rows with a zero deviation (``l = L``, where both residuals coincide) cannot be drawn on a log
@@ -114,7 +116,7 @@ def deviation_vs_bound(table, bound: str = "bound") -> "plt.Figure":
     return fig
 
 
-def deviation_growth(distance_table, batch_table=None, seq_table=None) -> "plt.Figure":
+def deviation_growth(distance_table, batch_table=None, seq_table=None) -> Figure:
     """Deviation and bound against ``L − l``, batch size and sequence length (one panel each, log y)."""
     panels = [("distance", distance_table, "L − l")]
     if batch_table is not None and len(batch_table):
@@ -135,30 +137,5 @@ def deviation_growth(distance_table, batch_table=None, seq_table=None) -> "plt.F
         ax.set_ylabel(r"$\|\cdot\|_2$")
         ax.legend(fontsize=8)
     fig.suptitle("Weight deviation of the distributed residual and its bound")
-    fig.tight_layout()
-    return fig
-
-
-def lemma43_terms_plot(seq_table) -> "plt.Figure":
-    """``‖Q‖₂`` with/without ``C_p``, the envelope and ``‖C_p‖₂`` against the number of earlier batches."""
-    df = pd.DataFrame(seq_table.rows)
-    g = df.groupby("seq_length")
-    fig, axes = _fig(2, width=4.4)
-    ax = axes[0]
-    for col, lab in (("lemma43_q_norm", r"$\|Q\|_2$ with $C_p$"),
-                     ("lemma43_q_norm_without_cp", r"$\|Q\|_2$ without $C_p$"),
-                     ("lemma43_q_envelope", r"envelope $1/(2\sqrt{\lambda_{min}})$")):
-        if col not in df:
-            continue
-        ax.plot(g[col].mean().index, g[col].mean().values, marker="o", label=lab)
-    ax.set_yscale("log")
-    ax.set_xlabel("earlier batches in $C_p$")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    ax.plot(g["lemma43_cp_norm"].mean().index, g["lemma43_cp_norm"].mean().values, marker="o",
-            color=_COLORS["bound"])
-    ax.set_xlabel("earlier batches in $C_p$")
-    ax.set_ylabel(r"$\|C_p\|_2 = \|K_pK_p^T\|_2$")
-    fig.suptitle("Lemma 4.3 ingredients (mean over critical layers)")
     fig.tight_layout()
     return fig

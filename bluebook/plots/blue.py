@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.figure import Figure
 
+from bluebook.plots.figure import new_figure
+
 METRICS = ("efficacy", "generalization", "specificity")
 _BASE_COLOR, _BLUE_COLOR = "#9e9e9e", "#1f5fa8"
 
@@ -17,12 +19,11 @@ def steps_per_layer(layers, mean, std=None, *, paper: dict[str, list[float]] | N
     """Bars (± std) of the mean v* steps at each critical layer; with ``paper``, a second panel draws
     the paper's reported means against the critical-layer index beside this run's."""
     ncols = 2 if paper else 1
-    fig = Figure(figsize=(5.2 * ncols, 3.6))
-    axes = fig.subplots(1, ncols, squeeze=False)[0]
+    fig, axes = new_figure(ncols, (5.2 * ncols, 3.6))
     ax = axes[0]
     x = np.arange(len(layers))
     ax.bar(x, mean, yerr=std, capsize=4, color=_BLUE_COLOR, alpha=0.85, ecolor="black")
-    ax.set_xticks(x, [f"L{l}" for l in layers])
+    ax.set_xticks(x, [f"L{layer}" for layer in layers])
     ax.set_xlabel("critical layer (updated in this order)")
     ax.set_ylabel("v* optimisation steps")
     if max_steps is not None:
@@ -46,8 +47,7 @@ def method_comparison(results: dict[str, dict], bases=("memit", "alphaedit", "re
                       metrics=METRICS, title: str | None = None) -> Figure:
     """Grouped bars: for each base method, the base variant and its ``_blue`` variant, one panel
     per metric. ``results[name][metric]`` holds the ×100 numbers of :func:`bluebook.metrics.summarize`."""
-    fig = Figure(figsize=(4.2 * len(metrics), 3.6))
-    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    fig, axes = new_figure(len(metrics), (4.2 * len(metrics), 3.6))
     x = np.arange(len(bases))
     w = 0.38
     for ax, m in zip(axes, metrics):
@@ -73,15 +73,14 @@ def changed_weights(norms: dict[str, dict], layers=None, title: str | None = Non
     """Heatmap of ``‖W_after − W_before‖_F`` (layer × method); blank cells: weight untouched."""
     methods = list(norms)
     if layers is None:
-        layers = sorted({int(l) for v in norms.values() for l, x in v.items() if x})
-    data = np.array([[float(norms[m].get(l, norms[m].get(str(l), 0.0)) or 0.0) for m in methods]
-                     for l in layers])
+        layers = sorted({int(layer) for v in norms.values() for layer, x in v.items() if x})
+    data = np.array([[float(norms[m].get(layer, norms[m].get(str(layer), 0.0)) or 0.0) for m in methods]
+                     for layer in layers])
     shown = np.where(data > 0, data, np.nan)
-    fig = Figure(figsize=(1.0 + 1.05 * len(methods), 0.9 + 0.45 * len(layers)))
-    ax = fig.subplots()
+    fig, (ax,) = new_figure(1, (1.0 + 1.05 * len(methods), 0.9 + 0.45 * len(layers)))
     im = ax.imshow(shown, cmap="Blues", aspect="auto")
     ax.set_xticks(range(len(methods)), methods, rotation=35, ha="right")
-    ax.set_yticks(range(len(layers)), [f"L{l}" for l in layers])
+    ax.set_yticks(range(len(layers)), [f"L{layer}" for layer in layers])
     vmax = np.nanmax(shown) if np.isfinite(shown).any() else 1.0
     for i in range(len(layers)):
         for j in range(len(methods)):

@@ -11,6 +11,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from bluebook.plots.figure import new_figure
+
 
 def _rows(table) -> list[dict]:
     if hasattr(table, "to_dict"):
@@ -29,8 +31,7 @@ def before_after_bars(table, columns: Sequence[str] = ("before", "after"), ylabe
     if not rows:
         raise ValueError("table is empty")
     n, k = len(rows), len(columns)
-    fig = Figure(figsize=(max(6.0, 0.9 * n + 2), 3.8))
-    ax = fig.subplots()
+    fig, (ax,) = new_figure(1, (max(6.0, 0.9 * n + 2), 3.8))
     x = np.arange(n)
     w = 0.8 / k
     for j, col in enumerate(columns):
@@ -54,8 +55,7 @@ def probability_table(table, columns: Sequence[str] | None = None, title: str = 
     columns = list(columns or rows[0].keys())
     cells = [[fmt.format(r[c]) if isinstance(r[c], (float, np.floating)) else _short(str(r[c]), 48)
               for c in columns] for r in rows]
-    fig = Figure(figsize=(min(14.0, 1.6 * len(columns) + 3), 0.32 * len(rows) + 0.9))
-    ax = fig.subplots()
+    fig, (ax,) = new_figure(1, (min(14.0, 1.6 * len(columns) + 3), 0.32 * len(rows) + 0.9))
     ax.axis("off")
     t = ax.table(cellText=cells, colLabels=columns, loc="center", cellLoc="left")
     t.auto_set_font_size(False)

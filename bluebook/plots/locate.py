@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from bluebook.plots.figure import new_figure
+
 _KIND_TITLES = {"block": "restore block output", "mlp": "restore MLP output", "attn": "restore attention output"}
 _KIND_CMAPS = {"block": "Purples", "mlp": "Greens", "attn": "Reds"}
 
@@ -31,8 +33,7 @@ def trace_heatmap(result, kinds: Sequence[str] | None = None, width: float = 4.2
     """
     kinds = list(kinds or result.scores.keys())
     n_tok = len(result.tokens)
-    fig = Figure(figsize=(width * len(kinds), 0.35 * n_tok + 1.6))
-    axes = fig.subplots(1, len(kinds), squeeze=False)[0]
+    fig, axes = new_figure(len(kinds), (width * len(kinds), 0.35 * n_tok + 1.6))
     labels = _token_labels(result)
     for ax, k in zip(axes, kinds):
         s = np.asarray(result.scores[k], dtype=float)
@@ -56,8 +57,7 @@ def ie_curves(curves: dict, highlight: Sequence[int] | None = None, title: str =
     ``curves`` maps a label (e.g. ``"mlp"`` or ``"mlp (recorded, 50 prompts)"``) to one value per
     layer. ``highlight`` shades a band of layers (e.g. the critical layers).
     """
-    fig = Figure(figsize=ax_size)
-    ax = fig.subplots()
+    fig, (ax,) = new_figure(1, ax_size)
     for name, c in curves.items():
         c = np.asarray(c, dtype=float)
         ax.plot(np.arange(c.size), c, marker="o", ms=3, label=(labels or {}).get(name, name))
@@ -73,19 +73,4 @@ def ie_curves(curves: dict, highlight: Sequence[int] | None = None, title: str =
     return fig
 
 
-def ie_grid(grid: np.ndarray, row_labels: Sequence[str], title: str = "", cmap: str = "Greens") -> Figure:
-    """ROME-style average-effect grid: token groups (rows) × layers (columns)."""
-    g = np.asarray(grid, dtype=float)
-    fig = Figure(figsize=(7.0, 0.4 * len(row_labels) + 1.4))
-    ax = fig.subplots()
-    im = ax.imshow(g, aspect="auto", cmap=cmap, interpolation="nearest")
-    ax.set_yticks(range(len(row_labels)))
-    ax.set_yticklabels(row_labels, fontsize=8)
-    ax.set_xlabel("layer")
-    ax.set_title(title, fontsize=10)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="indirect effect")
-    fig.tight_layout()
-    return fig
-
-
-__all__ = ["trace_heatmap", "ie_curves", "ie_grid"]
+__all__ = ["trace_heatmap", "ie_curves"]

@@ -8,16 +8,15 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
+import seaborn as sns
 
-PAPER_ORDER = ("memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue")
+from bluebook.core.names import PAPER_ORDER
+from bluebook.plots.figure import new_figure
+
 METRICS = ("efficacy", "generalization", "specificity")
 BASE_COLOR, BLUE_COLOR, NONE_COLOR = "#9a9a9a", "#1f5fbf", "#d9d9d9"
 LABELS = {"memit": "MEMIT", "alphaedit": "AlphaEdit", "rect": "RECT", "prune": "PRUNE", "memit_seq": "MEMIT-seq"}
-
-
-def _figure(figsize):
-    from matplotlib.figure import Figure
-    return Figure(figsize=figsize, layout="constrained")
 
 
 def _summaries(results: Mapping) -> dict:
@@ -43,8 +42,7 @@ def method_bars(results: Mapping, metrics: Sequence[str] = METRICS, title: str |
     """
     rows = _summaries(results)
     bases = _bases(rows)
-    fig = _figure((3.6 * len(metrics), 3.2))
-    axes = fig.subplots(1, len(metrics), sharey=True, squeeze=False)[0]
+    fig, axes = new_figure(len(metrics), (3.6 * len(metrics), 3.2), layout="constrained", sharey=True)
     x = np.arange(len(bases))
     w = 0.38
     for ax, metric in zip(axes, metrics):
@@ -66,13 +64,11 @@ def method_bars(results: Mapping, metrics: Sequence[str] = METRICS, title: str |
 
 def results_heatmap(results: Mapping, metrics: Sequence[str] = METRICS, title: str | None = None):
     """The results table as a heatmap (rows: unedited, then the paper's method order)."""
-    import seaborn as sns
     rows = _summaries(results)
     order = (["unedited"] if "unedited" in rows else []) + [m for m in PAPER_ORDER if m in rows] + \
         [m for m in rows if m not in PAPER_ORDER and m != "unedited"]
     data = np.array([[np.nan if rows[m].get(k) is None else float(rows[m][k]) for k in metrics] for m in order])
-    fig = _figure((1.6 * len(metrics) + 2.0, 0.45 * len(order) + 1.2))
-    ax = fig.subplots()
+    fig, (ax,) = new_figure(1, (1.6 * len(metrics) + 2.0, 0.45 * len(order) + 1.2), layout="constrained")
     sns.heatmap(data, annot=True, fmt=".1f", vmin=0, vmax=100, cmap="Blues", cbar=False, ax=ax,
                 xticklabels=[k.capitalize() for k in metrics], yticklabels=order)
     ax.tick_params(axis="y", rotation=0)
@@ -86,8 +82,7 @@ def perplexity_bars(ppl: Mapping[str, float], title: str = "Held-out Wikipedia p
     names = list(ppl)
     vals = [float(ppl[n]) for n in names]
     colors = [NONE_COLOR if n == "unedited" else (BLUE_COLOR if n.endswith("_blue") else BASE_COLOR) for n in names]
-    fig = _figure((0.7 * len(names) + 2.0, 3.2))
-    ax = fig.subplots()
+    fig, (ax,) = new_figure(1, (0.7 * len(names) + 2.0, 3.2), layout="constrained")
     ax.bar(np.arange(len(names)), vals, color=colors)
     if "unedited" in ppl:
         ax.axhline(float(ppl["unedited"]), color="k", ls="--", lw=1)
@@ -100,14 +95,11 @@ def perplexity_bars(ppl: Mapping[str, float], title: str = "Held-out Wikipedia p
 def shift_distributions(shifts: Mapping[str, Sequence[float]], kind: str = "violin",
                         ylabel: str = "relative L2 shift", title: str | None = None):
     """Distribution of per-subject representation shifts per method (seaborn violin or box)."""
-    import pandas as pd
-    import seaborn as sns
     rows = [(m, float(v)) for m, vals in shifts.items() for v in np.asarray(vals).ravel()]
     df = pd.DataFrame(rows, columns=["method", "shift"])
     names = list(shifts)
     palette = {n: (BLUE_COLOR if n.endswith("_blue") else BASE_COLOR) for n in names}
-    fig = _figure((0.8 * len(names) + 2.0, 3.4))
-    ax = fig.subplots()
+    fig, (ax,) = new_figure(1, (0.8 * len(names) + 2.0, 3.4), layout="constrained")
     if kind == "violin":
         sns.violinplot(data=df, x="method", y="shift", hue="method", palette=palette, order=names, cut=0,
                        inner="quart", legend=False, ax=ax)

@@ -9,10 +9,20 @@ import pytest
 import torch
 
 from bluebook import locate
+from bluebook.locate import (
+    ROW_LABELS,
+    TraceResult,
+    TraceSummary,
+    filter_known,
+    peak_layer,
+    propose_critical_layers,
+    subject_noise,
+    subject_range,
+    target_token_id,
+    trace_many,
+    trace_prompt,
+)
 from bluebook.model.hooks import Trace, edit_output, hook_count
-from bluebook.locate import (ROW_LABELS, TraceResult, TraceSummary, filter_known, peak_layer,
-                             propose_critical_layers, subject_noise, subject_range, target_token_id,
-                             trace_many, trace_prompt)
 from bluebook.model.loading import tiny_model
 from bluebook.model.specs import get_module, num_layers, spec_for
 from bluebook.model.tokens import subject_last_index
@@ -41,7 +51,8 @@ def tiny(request):
 
 def _patched_blocks(model):
     spec = spec_for(model)
-    return [l for l in range(num_layers(model)) if "forward" in get_module(model, spec.block_name(l)).__dict__]
+    return [layer for layer in range(num_layers(model))
+            if "forward" in get_module(model, spec.block_name(layer)).__dict__]
 
 
 def reference_prob(model, tok, template, subject, target, restore, noise, n_samples, seed):
@@ -54,8 +65,8 @@ def reference_prob(model, tok, template, subject, target, restore, noise, n_samp
     first, last = subject_range(tok, template, subject)
     tid = target_token_id(tok, prompt, target)
     ids = torch.tensor([tok(prompt)["input_ids"]])
-    names = {(k, l): {"block": spec.block_name, "mlp": spec.mlp_name, "attn": spec.attn_name}[k](l)
-             for (k, l) in restore}
+    names = {(k, layer): {"block": spec.block_name, "mlp": spec.mlp_name, "attn": spec.attn_name}[k](layer)
+             for (k, layer) in restore}
     with torch.no_grad():
         with Trace(model, list(names.values())) as tr:
             model(input_ids=ids)
@@ -96,7 +107,7 @@ def test_shapes_and_ranges(tiny):
     assert 0 <= first <= last < n
     assert "".join(r.tokens[first:last + 1]).strip().startswith("Dan")
     assert set(r.scores) == {"block", "mlp", "attn"}
-    for k, s in r.scores.items():
+    for s in r.scores.values():
         assert s.shape == (n, L)
         assert np.isfinite(s).all()
         assert ((s >= 0) & (s <= 1)).all()
@@ -147,9 +158,9 @@ def test_batched_equals_slow_reference(tiny, template):
              ("block", min(last + 1, n - 1), L - 2)]
     if first > 0:
         cells.append(("attn", first - 1, 1))
-    for kind, p, l in cells:
-        ref = reference_prob(model, tok, template, SUBJECT, TARGET, {(kind, l): [p]}, NOISE, S, 5)
-        assert fast.scores[kind][p, l] == pytest.approx(ref, abs=1e-5), (kind, p, l)
+    for kind, p, layer in cells:
+        ref = reference_prob(model, tok, template, SUBJECT, TARGET, {(kind, layer): [p]}, NOISE, S, 5)
+        assert fast.scores[kind][p, layer] == pytest.approx(ref, abs=1e-5), (kind, p, layer)
     assert fast.low == pytest.approx(reference_prob(model, tok, template, SUBJECT, TARGET, {}, NOISE, S, 5),
                                      abs=1e-5)
 
@@ -160,11 +171,11 @@ def test_window_matches_reference(tiny):
     r = trace_prompt(model, tok, TEMPLATE, SUBJECT, TARGET, kinds=("mlp", "attn"), noise=NOISE, n_samples=2,
                      window=3, batch_size=5)
     last = r.subject_range[1]
-    for kind, l in [("mlp", 0), ("attn", 2), ("mlp", L - 1)]:
-        layers = range(max(0, l - 1), min(L, l + 2))
+    for kind, layer in [("mlp", 0), ("attn", 2), ("mlp", L - 1)]:
+        layers = range(max(0, layer - 1), min(L, layer + 2))
         ref = reference_prob(model, tok, TEMPLATE, SUBJECT, TARGET, {(kind, j): [last] for j in layers},
                              NOISE, 2, 0)
-        assert r.scores[kind][last, l] == pytest.approx(ref, abs=1e-5)
+        assert r.scores[kind][last, layer] == pytest.approx(ref, abs=1e-5)
 
 
 def test_reproducible_with_seed(tiny):

@@ -1,5 +1,4 @@
 """Layer statistics: one pass for several layers, early stop = full forward, cache keyed and checked."""
-import warnings
 
 import pytest
 import torch

@@ -30,9 +30,9 @@ def test_steps_per_layer_shapes_and_range(llama):
     assert isinstance(got, LayerSteps)
     assert got.layers == [0, 1, 2]
     assert got.max_steps == 4 and got.batch_size == 2
-    for l in got.layers:
-        assert len(got.counts[l]) == len(REQS)
-        assert all(isinstance(c, int) and 0 <= c <= 4 for c in got.counts[l])
+    for layer in got.layers:
+        assert len(got.counts[layer]) == len(REQS)
+        assert all(isinstance(c, int) and 0 <= c <= 4 for c in got.counts[layer])
     assert len(got.mean) == len(got.std) == 3
     assert all(0 <= m <= 4 and s >= 0 for m, s in zip(got.mean, got.std))
     assert list(got.table()["layer"]) == [0, 1, 2]
@@ -44,7 +44,7 @@ def test_huge_early_stop_counts_zero(llama):
     hp = {**HP, "target": {"steps": 4, "early_stop": 1.0e9}}
     got = steps_per_layer(model, tok, REQS, hparams=hp)
     assert got.batch_size == len(REQS)
-    assert all(c == 0 for l in got.layers for c in got.counts[l])
+    assert all(c == 0 for layer in got.layers for c in got.counts[layer])
     assert got.mean == [0.0, 0.0, 0.0] and got.std == [0.0, 0.0, 0.0]
 
 
@@ -52,7 +52,7 @@ def test_no_early_stop_counts_budget(llama):
     model, tok = llama
     hp = {**HP, "target": {"steps": 3, "early_stop": -1.0}}
     got = steps_per_layer(model, tok, REQS[:2], hparams=hp)
-    assert all(c == 3 for l in got.layers for c in got.counts[l])
+    assert all(c == 3 for layer in got.layers for c in got.counts[layer])
 
 
 @pytest.mark.parametrize("method", ["memit_blue", "alphaedit_blue"])
@@ -74,4 +74,4 @@ def test_base_changes_every_critical_layer_and_restore_is_exact(llama):
     assert weights_changed(before, model) == [0, 1, 2]
     restore_weights(model, before)
     assert weights_changed(before, model) == []
-    assert all(torch.equal(bluebook.model.specs.proj_weight(model, l), w) for l, w in before.items())
+    assert all(torch.equal(bluebook.model.specs.proj_weight(model, layer), w) for layer, w in before.items())

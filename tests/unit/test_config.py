@@ -60,6 +60,7 @@ def test_preset_chosen_from_architecture_not_name(tmp_path):
     cfg = bluebook.preset_for(model)
     assert max(cfg.layers) < model.config.num_hidden_layers
     from transformers import LlamaConfig
+
     from bluebook.core.presets import preset_name
 
     class Fake:

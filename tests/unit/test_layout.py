@@ -19,7 +19,7 @@ LAYERS = {
     "locate": {"model", "data", "core", "runs"},
     "analysis": {"editor", "core", "model", "data", "metrics", "runs"},
     "experiments": {"editor", "core", "model", "data", "metrics", "analysis", "locate", "runs"},
-    "plots": {"core"},
+    "plots": {"core"},                              # core.names only (tests/unit/test_plots.py)
 }
 
 

@@ -1,5 +1,6 @@
 """Length grouping of sequences for padded batches (targets' suffix groups, prefix passes, keys)."""
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bluebook.model.tokens import length_groups
 

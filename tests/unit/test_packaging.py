@@ -1,8 +1,8 @@
 """pyproject.toml and environment.yml name the same packages; the Makefile and CI follow the README."""
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]

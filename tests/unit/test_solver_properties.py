@@ -1,6 +1,7 @@
 """Property-based checks of the solvers on random shapes and scales."""
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bluebook.core import solvers
 

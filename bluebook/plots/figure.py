@@ -1,0 +1,28 @@
+"""The one way the plotting modules make and save figures.
+
+Figures are plain ``matplotlib.figure.Figure`` objects, never registered with ``pyplot``: nothing is
+shown or kept alive behind the caller's back, a notebook displays a returned figure once, and no
+global style is touched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+
+def new_figure(ncols: int = 1, figsize: tuple[float, float] = (5.0, 3.6), *, layout: str | None = None,
+               sharey: bool = False):
+    """A new ``Figure`` and its ``ncols`` axes in one row (an array, also for one panel)."""
+    fig = Figure(figsize=figsize, layout=layout)
+    axes = fig.subplots(1, ncols, squeeze=False, sharey=sharey)[0]
+    return fig, axes
+
+
+def save(fig, output_dir, name: str, dpi: int = 120) -> Path:
+    """Save ``fig`` as ``<output_dir>/figures/<name>.png`` and return the path."""
+    out = Path(output_dir) / "figures"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    return path

@@ -1,0 +1,94 @@
+"""The figure functions on small synthetic inputs: each returns a new Figure that pyplot does not
+track, saving writes a PNG, and the plotting modules import nothing from bluebook but their helpers."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from types import SimpleNamespace
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from bluebook.plots import analysis as aplots  # noqa: E402
+from bluebook.plots import blue, edits, locate, replication, save  # noqa: E402
+
+PLOTS = Path(__file__).resolve().parents[2] / "bluebook" / "plots"
+
+
+class _Rows:
+    def __init__(self, rows, layers):
+        self._rows, self.layers = rows, layers
+
+    def rows(self):
+        return self._rows
+
+
+class _Table:
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+
+def _figures():
+    layers = [0, 1, 2]
+    trace = SimpleNamespace(tokens=["The", " Dan", "ielle", " is"], subject_range=(1, 2), low=0.1, high=0.6,
+                            target=" French", prompt="The Danielle is",
+                            scores={"mlp": np.linspace(0.1, 0.6, 12).reshape(4, 3)})
+    res = _Rows([{"case_id": j, "layer": layer, "distance": 2 - layer, "cosine": 0.5 + 0.1 * layer,
+                  "deviation": 1.0 - 0.3 * layer,
+                  "distribution_error": 0.5, "norm_direct": 2.0} for j in range(3) for layer in layers], layers)
+    sc = _Rows([{"case_id": j, "layer": layer, "residual": k, "score": 0.1 * layer + j * 0.01}
+                for j in range(3) for layer in layers for k in ("distributed", "direct")], layers)
+    bound_rows = [{"layer": layer, "distance": 2 - layer, "deviation": 0.1 + layer, "bound": 2.0 + layer,
+                   "tight_bound": 1.0 + layer,
+                   "batch_size": b, "seq_length": b - 1} for layer in layers for b in (1, 2)]
+    table = _Table(bound_rows)
+    summary = {"efficacy": 90.0, "generalization": 60.0, "specificity": 70.0}
+    yield locate.trace_heatmap(trace)
+    yield locate.ie_curves({"mlp": [0.1, 0.3, 0.2]}, highlight=[1, 2])
+    yield aplots.contribution_curves(sc)
+    yield aplots.cosine_curve(res)
+    yield aplots.residual_deviation_curve(res)
+    yield aplots.single_layer_bars({0: {"distributed": summary, "direct": summary, "unedited": summary}})
+    yield aplots.deviation_vs_bound(table)
+    yield aplots.deviation_growth(table, table, table)
+    yield blue.steps_per_layer(layers, [3.0, 1.0, 0.0], [1.0, 0.5, 0.0], paper={"x": [2.0, 1.0]}, max_steps=5)
+    yield blue.method_comparison({"memit": summary, "memit_blue": summary})
+    yield blue.changed_weights({"memit": {0: 1.0, 1: 0.5}, "memit_blue": {0: 1.2}})
+    yield edits.before_after_bars([{"prompt": "p", "group": "edited", "before": 0.1, "after": 0.9}])
+    yield edits.topk_table([{"prompt": "p", "top": [(" a", 0.5), (" b", 0.2)]}])
+    yield replication.method_bars({"unedited": summary, "memit": summary, "memit_blue": summary})
+    yield replication.results_heatmap({"unedited": summary, "memit": summary})
+    yield replication.perplexity_bars({"unedited": 20.0, "memit": 21.0, "memit_blue": 20.5})
+    yield replication.shift_distributions({"memit": [0.1, 0.2, 0.3], "memit_blue": [0.1, 0.15, 0.2]})
+
+
+def test_every_figure_is_new_and_untracked(tmp_path):
+    plt.close("all")
+    n = 0
+    for fig in _figures():
+        assert isinstance(fig, Figure)
+        n += 1
+    assert n == 17
+    assert plt.get_fignums() == []          # nothing registered with pyplot
+    path = save(locate.ie_curves({"mlp": [0.0, 1.0]}), tmp_path, "curve")
+    assert path == tmp_path / "figures" / "curve.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("path", sorted(PLOTS.glob("*.py")), ids=lambda p: p.name)
+def test_plots_import_only_plot_helpers(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("bluebook"):
+            # plots compute nothing: only plot helpers and the method names (the paper's order)
+            assert node.module.startswith("bluebook.plots") or node.module == "bluebook.core.names", \
+                (path.name, node.module)
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("bluebook") and not a.name.startswith("bluebook.plots")
+                           for a in node.names), path.name
