@@ -64,12 +64,20 @@ def _spd_solve(A: torch.Tensor, B: torch.Tensor, what: str) -> torch.Tensor:
 
 def memit_delta(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, lam: float,
                 C_p: torch.Tensor | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """MEMIT: ``Δ = R Kᵀ (λ C + C_p + K Kᵀ)⁻¹`` (``d × m``), solved (not inverted) in ``dtype``.
+    """MEMIT: ``Δ = R Kᵀ (λ C + C_p + K Kᵀ)⁻¹ = R Q`` (``d × m``), solved (not inverted) in ``dtype``.
 
     This minimises ``λ·tr(Δ C Δᵀ) + ‖Δ K − R‖² (+ tr(Δ C_p Δᵀ))``: preserve what ``C`` (and the
     earlier edits ``C_p``) describe while mapping each key ``k_i`` to its residual ``r_i``.
     """
     _check_KR(K, R)
+    return (R.to(dtype) @ memit_Q(K, C, lam, C_p, dtype, what="memit_delta")).to(R.dtype)
+
+
+def memit_Q(K: torch.Tensor, C: torch.Tensor, lam: float, C_p: torch.Tensor | None = None,
+            dtype: torch.dtype = torch.float64, *, what: str = "memit_Q") -> torch.Tensor:
+    """``Q = Kᵀ (λ C + C_p + K Kᵀ)⁻¹`` (``n × m``), so that MEMIT's update is ``Δ = R Q`` (the theory's ``Q``).
+
+    ``what`` names the caller in error messages."""
     m = K.shape[0]
     _check_square("C", C, m)
     if lam < 0:
@@ -79,20 +87,7 @@ def memit_delta(K: torch.Tensor, R: torch.Tensor, C: torch.Tensor, lam: float,
     if C_p is not None:
         _check_square("C_p", C_p, m)
         A = A + C_p.to(device=K.device, dtype=dtype)
-    X = _spd_solve(A, Kd, "memit_delta")          # (λC + C_p + KKᵀ)⁻¹ K : m × n
-    return (R.to(dtype) @ X.T).to(R.dtype)
-
-
-def memit_Q(K: torch.Tensor, C: torch.Tensor, lam: float, C_p: torch.Tensor | None = None,
-            dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """``Q = Kᵀ (λ C + C_p + K Kᵀ)⁻¹`` (``n × m``), so that ``Δ = R Q`` (used by the theory)."""
-    m = K.shape[0]
-    _check_square("C", C, m)
-    Kd = K.to(dtype)
-    A = lam * C.to(device=K.device, dtype=dtype) + Kd @ Kd.T
-    if C_p is not None:
-        A = A + C_p.to(device=K.device, dtype=dtype)
-    return _spd_solve(A, Kd, "memit_Q").T
+    return _spd_solve(A, Kd, what).T        # ((λC + C_p + KKᵀ)⁻¹ K)ᵀ, A symmetric
 
 
 def nullspace_projector(C: torch.Tensor, threshold: float = 2e-2) -> torch.Tensor:
