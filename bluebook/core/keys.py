@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from bluebook.core.objective import target_dtype
 from bluebook.core.templates import flatten, group_index, validate
 from bluebook.data import EditRequest
 from bluebook.model.device import model_device
@@ -21,7 +22,7 @@ from bluebook.model.tokens import length_groups, pad_id, right_pad, subject_last
 
 @dataclass
 class LayerStates:
-    """``keys[l]``: ``(m, n)``; ``hidden[l]``: ``(d, n)`` (float32, on the model's device)."""
+    """``keys[l]`` ``(m, n)``, ``hidden[l]`` ``(d, n)`` on the model's device; float32 (float64 for float64 models)."""
     keys: dict[int, torch.Tensor]
     hidden: dict[int, torch.Tensor]
 
@@ -77,7 +78,8 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
     stop = spec.block_name(deepest)
     n = len(requests)
     m_sum = {l: None for l in key_layers}
-    g_count = torch.zeros(n, n_groups, device=device)
+    dt = target_dtype(model)
+    g_count = torch.zeros(n, n_groups, device=device, dtype=dt)
     hidden = {l: [None] * n for l in hidden_layers}
 
     for s, e in bounds:
@@ -93,13 +95,14 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
         grp = torch.tensor([groups[t] if t >= 0 else -1 for t in tid], device=device)
         valid = grp >= 0
         for l, name in zip(key_layers, names_in):
-            k = tin.inputs[name][rows, pos].float()             # (b, m)
+            k = tin.inputs[name][rows, pos].to(dt)             # (b, m)
             if m_sum[l] is None:
-                m_sum[l] = torch.zeros(n, n_groups, k.shape[1], device=device)
+                m_sum[l] = torch.zeros(n, n_groups, k.shape[1], device=device, dtype=dt)
             m_sum[l].index_put_((own[valid], grp[valid]), k[valid], accumulate=True)
-        g_count.index_put_((own[valid], grp[valid]), torch.ones(int(valid.sum()), device=device), accumulate=True)
+        g_count.index_put_((own[valid], grp[valid]), torch.ones(int(valid.sum()), device=device, dtype=dt),
+                           accumulate=True)
         for l, name in zip(hidden_layers, names_out):
-            h = tout.outputs[name][rows, pos].float()
+            h = tout.outputs[name][rows, pos].to(dt)
             for q, t in enumerate(tid):
                 if (bare_pos is not None and t == bare_pos) or (bare_pos is None and t == -1):
                     hidden[l][owner[s + q]] = h[q]

@@ -32,6 +32,7 @@ from bluebook.core import solvers
 from bluebook.core.config import EditConfig
 from bluebook.core.distribute import Boundary, Distribution, Even
 from bluebook.core.names import METHODS, PAPER_ORDER, split_method  # noqa: F401 (re-exported)
+from bluebook.core.objective import target_dtype
 from bluebook.model.specs import math_weight, proj_weight, to_storage
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
@@ -135,7 +136,7 @@ class AlphaEditSolver:
         """``P`` of the unedited model's ``C`` at ``layer`` (computed once per run, kept in the state)."""
         if layer not in ctx.state.projectors:
             ctx.state.projectors[layer] = solvers.nullspace_projector(
-                ctx.C(layer).to(torch.float64), ctx.cfg.nullspace_threshold).float()
+                ctx.C(layer).to(torch.float64), ctx.cfg.nullspace_threshold).to(target_dtype(ctx.model))
         return ctx.state.projectors[layer]
 
     def prepare(self, layers, ctx) -> None:

@@ -7,6 +7,7 @@ with a tokenizer shipped in this package (no download). Anything else is a local
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -28,6 +29,7 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedTokenizerFast,
 )
+from transformers.utils import logging as hf_logging
 
 from bluebook.model.device import resolve_device
 from bluebook.model.specs import spec_for
@@ -166,15 +168,16 @@ def tiny_model(kind: str = "tiny-gpt2", seed: int = 0, n_layers: int = 4, d: int
 
 
 def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto",
-               dtype: torch.dtype | str | None = None, **from_pretrained_kwargs):
+               dtype: torch.dtype | str | None = None, progress: bool = True, **from_pretrained_kwargs):
     """Load ``(model, tokenizer)`` in eval mode with gradients off.
 
     * ``"smollm2-135m"``: the embedded model (converted once, checksum-verified, < 2 s afterwards).
     * ``"tiny-gpt2"``, ``"tiny-gptj"``, ``"tiny-llama"``: small random models for tests.
     * a local folder with a HF checkpoint, or a hub id (needs network access; never used by default).
 
-    ``dtype`` defaults to float32 (the reference runs in fp32). Extra keyword arguments (for example
-    ``device_map="auto"`` for multi-GPU) go to ``from_pretrained``.
+    ``dtype`` defaults to float32 (the reference runs in fp32). ``progress=False`` hides transformers'
+    weight-loading bar (notebooks). Extra keyword arguments (for example ``device_map="auto"`` for
+    multi-GPU) go to ``from_pretrained``.
     """
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
@@ -199,7 +202,8 @@ def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto"
             path = path if path.is_dir() else name
         tok = AutoTokenizer.from_pretrained(path)
         kwargs = dict(dtype=dtype, **from_pretrained_kwargs)
-        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        with _progress_bars(progress):
+            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         if "device_map" not in from_pretrained_kwargs:
             model = model.to(dev)
     spec_for(model)  # fail early on an unsupported architecture
@@ -207,6 +211,17 @@ def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto"
     for p in model.parameters():
         p.requires_grad_(False)
     return model, _prepare_tokenizer(tok, model)
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool):
+    """transformers' progress bars on or off inside the block; the previous setting is put back."""
+    was = hf_logging.is_progress_bar_enabled()
+    (hf_logging.enable_progress_bar if enabled else hf_logging.disable_progress_bar)()
+    try:
+        yield
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
 
 
 def model_fingerprint(model) -> str:

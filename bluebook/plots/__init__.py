@@ -5,6 +5,6 @@ Submodules: ``locate``, ``edits``, ``analysis``, ``blue``, ``replication``; :mod
 makes and saves the figures. The plotting modules read results by attribute and key only and import
 nothing else from bluebook.
 """
-from bluebook.plots.figure import new_figure, save
+from bluebook.plots.figure import in_notebook, new_figure, save, show
 
-__all__ = ["new_figure", "save"]
+__all__ = ["in_notebook", "new_figure", "save", "show"]

@@ -19,6 +19,29 @@ def new_figure(ncols: int = 1, figsize: tuple[float, float] = (5.0, 3.6), *, lay
     return fig, axes
 
 
+def in_notebook() -> bool:
+    """Whether this runs inside a Jupyter kernel (JupyterLab, papermill, nbconvert)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:                  # IPython is not a dependency of the package itself
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def show(fig, output_dir, name: str, dpi: int = 120) -> Path:
+    """Save ``fig`` (:func:`save`) and, in a notebook, display that PNG inline once.
+
+    The figures are plain ``Figure`` objects that no backend knows about, so nothing else shows
+    them: one ``show`` call is one image in the notebook and one file under ``figures/``.
+    """
+    path = save(fig, output_dir, name, dpi=dpi)
+    if in_notebook():
+        from IPython.display import Image, display
+        display(Image(filename=str(path)))
+    return path
+
+
 def save(fig, output_dir, name: str, dpi: int = 120) -> Path:
     """Save ``fig`` as ``<output_dir>/figures/<name>.png`` and return the path."""
     out = Path(output_dir) / "figures"

@@ -1,4 +1,5 @@
 """Shared pieces of the notebook tests: where the notebooks live and one way to execute them."""
+import json
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,32 @@ def nb_out(tmp_path_factory):
 
 
 def execute_notebook(stem: str, out_dir: Path, **params) -> dict:
-    """Execute notebooks/<stem>.ipynb with its CI defaults (plus ``params``); return its metrics.json."""
+    """Execute notebooks/<stem>.ipynb with its CI defaults (plus ``params``), check what a reader
+    sees in it (:func:`check_reader_view`) and return its metrics.json."""
     from bluebook.experiments.notebooks import run_notebook
-    return run_notebook(NB_DIR / f"{stem}.ipynb", out_dir, parameters=params, timeout=1800)
+    metrics = run_notebook(NB_DIR / f"{stem}.ipynb", out_dir, parameters=params, timeout=1800)
+    check_reader_view(Path(out_dir) / stem / f"{stem}.ipynb")
+    return metrics
+
+
+def check_reader_view(executed: Path) -> None:
+    """Every figure the notebook saved is shown inline exactly once (one PNG output per file under
+    ``figures/``, none as a ``<Figure size ...>`` text), and no warning, progress bar or empty block
+    was written to stderr."""
+    nb = json.loads(executed.read_text())
+    images, problems = 0, []
+    for i, cell in enumerate(nb["cells"]):
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            images += "image/png" in data
+            text = "".join(data.get("text/plain", [])) + "".join(out.get("text", []))
+            if "<Figure size" in text:
+                problems.append(f"cell {i}: a figure printed as text")
+            if out.get("name") == "stderr":
+                problems.append(f"cell {i}: stderr {text.strip()[:120]!r}")
+    saved = sorted((executed.parent / "figures").glob("*.png"))
+    assert images == len(saved), f"{executed.name}: {images} inline images for {len(saved)} saved figures"
+    assert not problems, f"{executed.name}: " + "; ".join(problems)
 
 
 @pytest.fixture(scope="session")
