@@ -45,13 +45,13 @@ import bluebook
 from bluebook import locate, runs
 from bluebook.model.device import resolve_device
 from bluebook.plots import edits as edit_plots
-from bluebook.plots import save
+from bluebook.plots import show
 
 runs.seed_everything(seed)
 dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-model, tok = bluebook.load_model(model_name, device=dev)
+model, tok = bluebook.load_model(model_name, device=dev, progress=False)
 spec = bluebook.spec_for(model)
 cfg = bluebook.preset_for(model, "memit")
 
@@ -106,7 +106,7 @@ for r in cf[:n_prompts_table]:
 table = pd.DataFrame([{"prompt": r["prompt"], "true target": r["true"],
                        **{f"#{i + 1}": f"{t!r} {p:.2f}" for i, (t, p) in enumerate(r["top"])}} for r in rows])
 fig = edit_plots.topk_table(rows, title="top next tokens on CounterFact prompts")
-save(fig, out, "topk_counterfact")
+show(fig, out, "topk_counterfact")
 table
 
 # %% [markdown]
@@ -132,13 +132,13 @@ assert 0.0 < frac_known < 1.0 and frac_top10 >= frac_known
 
 # %%
 zs = bluebook.load_zsre(n=1)
-def show(req):
+def show_request(req):
     d = req.to_dict()
     keep = ["dataset", "case_id", "prompt", "subject", "target_new", "target_true", "paraphrase_prompts",
             "neighborhood_prompts", "neighborhood_answer"]
     return pd.Series({k: (list(d[k])[:3] if isinstance(d[k], (list, tuple)) else d[k]) for k in keep})
 
-pd.concat({"CounterFact": show(cf[0]), "zsRE": show(zs[0])}, axis=1)
+pd.concat({"CounterFact": show_request(cf[0]), "zsRE": show_request(zs[0])}, axis=1)
 
 # %%
 assert "{}" in cf[0].prompt and cf[0].subject in cf[0].text
@@ -157,4 +157,4 @@ metrics = {
     "zsre_case0": zs[0].text,
 }
 runs.write_metrics(out, metrics)
-metrics
+bluebook.runs.jsonable(metrics)  # what metrics.json holds

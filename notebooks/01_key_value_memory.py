@@ -57,13 +57,13 @@ from bluebook.core.keys import read_states
 from bluebook.core.stats import collect_second_moments
 from bluebook.model import hooks, specs
 from bluebook.model.device import resolve_device
-from bluebook.plots import save
+from bluebook.plots import show
 
 runs.seed_everything(seed)
 dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-model, tok = bluebook.load_model(model_name, device=dev)
+model, tok = bluebook.load_model(model_name, device=dev, progress=False)
 spec = bluebook.spec_for(model)
 cfg = bluebook.preset_for(model, "memit")
 layers = list(cfg.layers)
@@ -166,7 +166,7 @@ ax = fig.subplots()
 table.plot.barh(ax=ax)
 ax.set_xlabel("probability of the next token")
 fig.tight_layout()
-save(fig, out, "value_interventions")
+show(fig, out, "value_interventions")
 print(f"removing the values at all critical layers: p({target}) {p_clean:.3f} -> {p_zero_all:.3f}")
 print(f"swapping in {swap_subject}'s values: p({swap_target}) {p_clean_swap:.4f} -> {p_swap_s:.4f}")
 assert drop_all > 0, "removing the critical-layer values should lower p(target)"
@@ -230,7 +230,7 @@ ax.set_ylabel("eigenvalue / largest")
 ax.set_title(f"spectrum of C = E[k kᵀ] at layer {l}")
 ax.legend()
 fig.tight_layout()
-save(fig, out, "key_spectrum")
+show(fig, out, "key_spectrum")
 print(f"{n90} of {eig.size} directions hold 90% of E[‖k‖²]; cosine(small-sample C, cached C) = {cos:.3f}")
 assert n90 < eig.size and cos > 0.8
 
@@ -266,4 +266,4 @@ metrics = {
     "mahalanobis_median_wiki": typical,
 }
 runs.write_metrics(out, metrics)
-metrics
+bluebook.runs.jsonable(metrics)  # what metrics.json holds

@@ -54,7 +54,7 @@ import bluebook
 from bluebook import locate, runs
 from bluebook.model.device import resolve_device
 from bluebook.plots import locate as locate_plots
-from bluebook.plots import save
+from bluebook.plots import show
 
 runs.seed_everything(seed)
 dev = resolve_device(device)
@@ -62,7 +62,7 @@ out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 if num_threads:
     torch.set_num_threads(num_threads)   # many small batched products: one thread is often faster on a busy CPU
-model, tok = bluebook.load_model(model_name, device=dev)
+model, tok = bluebook.load_model(model_name, device=dev, progress=False)
 cfg = bluebook.preset_for(model, "memit")
 n_layers = model.config.num_hidden_layers
 recorded = json.loads(resources.files("bluebook").joinpath("assets/smollm2_tracing.json").read_text())
@@ -82,10 +82,9 @@ for i, (tmpl, subj, tgt) in enumerate(heatmap_prompts):
     r = locate.trace_prompt(model, tok, tmpl, subj, tgt, n_samples=n_samples, noise=noise, seed=seed + i)
     traces.append(r)
     fig = locate_plots.trace_heatmap(r)
-    save(fig, out, f"heatmap_{i}")
+    show(fig, out, f"heatmap_{i}")
     print(f"{r.prompt!r}: clean {r.high:.3f}, corrupted {r.low:.3f}")
     assert r.high > r.low, "corrupting the subject must lower p(target)"
-fig
 
 # %% [markdown]
 # Restoring the **block output** (the whole residual stream) at the subject's last token recovers
@@ -117,10 +116,10 @@ fig = locate_plots.ie_curves({f"mlp (live, {live.n_prompts} prompts)": live.curv
                               f"mlp (recorded, {recorded['n_prompts']} prompts)": rec["mlp"],
                               "attn (recorded)": rec["attn"]},
                              highlight=list(cfg.layers), title="MLP indirect effect at the subject's last token")
-save(fig, out, "ie_curves_mlp")
+show(fig, out, "ie_curves_mlp")
 fig2 = locate_plots.ie_curves({"block (recorded)": rec["block"], "block (live)": live.curves["block"]},
                               highlight=list(cfg.layers), title="block-output indirect effect at the subject's last token")
-save(fig2, out, "ie_curves_block")
+show(fig2, out, "ie_curves_block")
 pd.DataFrame({"mlp live": live.curves["mlp"], "mlp recorded": rec["mlp"], "block recorded": rec["block"]}).T.round(3)
 
 # %% [markdown]
@@ -178,4 +177,4 @@ metrics = {
     "trace_seconds_live": live.seconds,
 }
 runs.write_metrics(out, metrics)
-metrics
+bluebook.runs.jsonable(metrics)  # what metrics.json holds

@@ -59,13 +59,13 @@ from bluebook.core.keys import read_states
 from bluebook.model import weights
 from bluebook.model.device import resolve_device
 from bluebook.plots import edits as edit_plots
-from bluebook.plots import save
+from bluebook.plots import show
 
 runs.seed_everything(seed)
 dev = resolve_device(device)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-model, tok = bluebook.load_model(model_name, device=dev)
+model, tok = bluebook.load_model(model_name, device=dev, progress=False)
 cfg = bluebook.preset_for(model, "memit")           # the model's preset (hparams=None below uses the same)
 layers = list(cfg.layers)
 L = layers[-1]
@@ -132,8 +132,7 @@ ax.set_xlabel("step")
 ax.legend()
 ax.set_title(f"optimising v* at layer {L}")
 fig.tight_layout()
-save(fig, out, "target_optimisation")
-fig
+show(fig, out, "target_optimisation")
 
 # %% [markdown]
 # ## Step 2 — a rank-one edit at layer L (ROME-style)
@@ -260,8 +259,8 @@ bars = pd.DataFrame({
 })
 fig = edit_plots.before_after_bars(bars, columns=["before", "rank-one (layer L)", "MEMIT"],
                                    title=f"p({target_new}) on edited/paraphrase prompts; p(true) on neighbours")
-save(fig, out, "before_after")
-save(edit_plots.probability_table(table.round(4)), out, "probability_table")
+show(fig, out, "before_after")
+show(edit_plots.probability_table(table.round(4)), out, "probability_table")
 table.round(4)
 
 # %%
@@ -285,4 +284,4 @@ metrics = {
     "update_norms": {str(l): float(res.deltas[l].norm()) for l in res.layers},
 }
 runs.write_metrics(out, metrics)
-metrics
+bluebook.runs.jsonable(metrics)  # what metrics.json holds

@@ -50,11 +50,11 @@ from bluebook.core.config import with_overrides
 from bluebook.core.templates import context_templates
 from bluebook.model.device import resolve_device
 from bluebook.plots import analysis as aplots
-from bluebook.plots import save
+from bluebook.plots import show
 from bluebook.runs import seed_everything, write_metrics
 
 seed_everything(seed)
-model, tok = bluebook.load_model(model_name, device=resolve_device(device))
+model, tok = bluebook.load_model(model_name, device=resolve_device(device), progress=False)
 cfg = bluebook.preset_for(model, "memit")
 if target_steps is not None:
     cfg = with_overrides(cfg, target={"steps": int(target_steps)})
@@ -95,8 +95,7 @@ pd.DataFrame({"s_distributed": s_dist, "s_direct": s_direct, "P0": float(scores.
 
 # %%
 fig = aplots.contribution_curves(scores)
-save(fig, output_dir, "contribution_scores")
-fig
+show(fig, output_dir, "contribution_scores")
 
 # %% [markdown]
 # ## 3. Similarity and distance of the two residuals
@@ -110,13 +109,11 @@ cos_mean = res.mean("cosine")
 assert all(-1 - 1e-6 <= c <= 1 + 1e-6 for v in res.cosine.values() for c in v)
 assert abs(cos_mean[L] - 1) < 1e-5            # at L the share is δ^L itself
 fig = aplots.cosine_curve(res)
-save(fig, output_dir, "cosine")
-fig
+show(fig, output_dir, "cosine")
 
 # %%
 fig = aplots.residual_deviation_curve(res)
-save(fig, output_dir, "residual_deviation")
-fig
+show(fig, output_dir, "residual_deviation")
 
 # %% [markdown]
 # ## 4. Single-layer editing
@@ -139,8 +136,7 @@ single_table
 
 # %%
 fig = aplots.single_layer_bars(single)
-save(fig, output_dir, "single_layer")
-fig
+show(fig, output_dir, "single_layer")
 
 # %% [markdown]
 # ## 5. Compared with the paper
@@ -202,4 +198,4 @@ metrics = {
     "paper_claims": {k: bool(v) for k, v in claims.items()},
 }
 write_metrics(output_dir, metrics)
-metrics
+bluebook.runs.jsonable(metrics)  # what metrics.json holds

@@ -52,11 +52,11 @@ from bluebook.core.config import with_overrides
 from bluebook.core.templates import context_templates
 from bluebook.model.device import resolve_device
 from bluebook.plots import analysis as aplots
-from bluebook.plots import save
+from bluebook.plots import show
 from bluebook.runs import seed_everything, write_metrics
 
 seed_everything(seed)
-model, tok = bluebook.load_model(model_name, device=resolve_device(device))
+model, tok = bluebook.load_model(model_name, device=resolve_device(device), progress=False)
 cfg = bluebook.preset_for(model, "memit")
 if target_steps is not None:
     cfg = with_overrides(cfg, target={"steps": int(target_steps)})
@@ -105,8 +105,7 @@ pair_df.groupby("distance")[["deviation", "tight_bound", "bound", "residual_devi
 
 # %%
 fig = aplots.deviation_vs_bound(pairs)
-save(fig, output_dir, "deviation_vs_bound")
-fig
+show(fig, output_dir, "deviation_vs_bound")
 
 # %% [markdown]
 # ## 3. Growth with distance, batch size and sequence length
@@ -136,8 +135,7 @@ pd.DataFrame(by_seq.rows).query("distance > 0").groupby("seq_length")[
 
 # %%
 fig = aplots.deviation_growth(pairs, by_batch, by_seq)
-save(fig, output_dir, "deviation_growth")
-fig
+show(fig, output_dir, "deviation_growth")
 
 
 # %%
@@ -213,4 +211,4 @@ metrics = {
     "lemma43_q_norm_nondecreasing": q_up,
 }
 write_metrics(output_dir, metrics)
-metrics
+bluebook.runs.jsonable(metrics)  # what metrics.json holds

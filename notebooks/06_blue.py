@@ -62,7 +62,7 @@ from bluebook.plots import blue as blue_plots
 bluebook.runs.seed_everything(seed)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
-lm, tok = bluebook.load_model(model_name, device=device)
+lm, tok = bluebook.load_model(model_name, device=device, progress=False)
 cfg = bluebook.preset_for(lm, "memit")
 overrides = {}
 if target_steps is not None:
@@ -111,8 +111,7 @@ table.round(2)
 # %%
 fig = blue_plots.steps_per_layer(st.layers, st.mean, st.std, paper=PAPER_STEPS, max_steps=st.max_steps,
                                  title=f"{model_name}: v* steps per critical layer")
-plots.save(fig, out, "steps_per_layer")
-fig
+plots.show(fig, out, "steps_per_layer")
 
 # %% [markdown]
 # ## 2 · Two layers suffice
@@ -182,8 +181,7 @@ comparison
 # %%
 fig = blue_plots.method_comparison(results, bases=methods,
                                    title=f"{model_name}: {len(edit_requests)} edits in batches of {batch_size}")
-plots.save(fig, out, "base_vs_blue")
-fig
+plots.show(fig, out, "base_vs_blue")
 
 # %% [markdown]
 # For reference, the paper's sequential numbers (2000 CounterFact edits in batches of 100):
@@ -217,14 +215,13 @@ for v in variants:
 
 # %%
 fig = blue_plots.changed_weights(norms, layers=list(range(min(critical), max(critical) + 2)))
-plots.save(fig, out, "changed_weights")
+plots.show(fig, out, "changed_weights")
 for v in variants:
     if v.endswith("_blue"):
         assert changed[v] == [first, last], (v, changed[v])
     else:
         assert changed[v] == critical, (v, changed[v])
 print({v: changed[v] for v in variants})
-fig
 
 # %%
 bluebook.runs.write_metrics(out, {

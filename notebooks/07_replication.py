@@ -57,7 +57,7 @@ from bluebook import runs
 from bluebook.experiments import replicate as rp
 from bluebook.model.device import resolve_device
 from bluebook.plots import replication as rplots
-from bluebook.plots import save
+from bluebook.plots import show
 
 runs.seed_everything(seed)
 if num_threads:                      # 0: torch's default; 1 is often fastest on a busy shared CPU
@@ -67,7 +67,7 @@ out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 # None keeps the model's preset; a number shortens the v* optimisation (CI only)
 hparams = None if target_steps is None else {"target": {"steps": int(target_steps)}}
-lm, tok = bluebook.load_model(model_name, device=dev)
+lm, tok = bluebook.load_model(model_name, device=dev, progress=False)
 print(f"{model_name} on {dev}; {n_edits} records per dataset in batches of {batch_size}; hparams overrides: {hparams}")
 
 # %% [markdown]
@@ -148,8 +148,7 @@ for ds in datasets:
     figs[f"bars_{ds}"] = rplots.method_bars(results[ds], title=f"{ds}: sequential editing, n={n_edits}")
     figs[f"heatmap_{ds}"] = rplots.results_heatmap(results[ds], title=ds)
 for name, fig in figs.items():
-    save(fig, output_dir, name)
-figs[f"bars_{datasets[0]}"]
+    show(fig, output_dir, name)
 
 # %% [markdown]
 # ## Checks

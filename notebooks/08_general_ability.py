@@ -60,7 +60,7 @@ from bluebook.metrics import ability, evaluate_counterfact, summarize
 from bluebook.model.device import resolve_device
 from bluebook.model.specs import proj_weight
 from bluebook.plots import replication as rplots
-from bluebook.plots import save
+from bluebook.plots import show
 
 runs.seed_everything(seed)
 if num_threads:                      # 0: torch's default; 1 is often fastest on a busy shared CPU
@@ -68,7 +68,7 @@ if num_threads:                      # 0: torch's default; 1 is often fastest on
 dev = resolve_device(device)
 Path(output_dir).mkdir(parents=True, exist_ok=True)
 hparams = None if target_steps is None else {"target": {"steps": int(target_steps)}}
-lm, tok = bluebook.load_model(model_name, device=dev)
+lm, tok = bluebook.load_model(model_name, device=dev, progress=False)
 cfg = bluebook.preset_for(lm, "memit")
 last_layer = max(cfg.layers)                                # the last critical layer
 edits = bluebook.load_counterfact(n=n_edits)
@@ -145,9 +145,8 @@ for m in methods:
 fig_shift = rplots.shift_distributions({m: shifts[m].relative for m in methods}, kind="violin",
                                        title=f"Unrelated subjects, layer {last_layer}")
 fig_ppl = rplots.perplexity_bars({"unedited": before["perplexity"], **{m: after[m]["perplexity"] for m in methods}})
-save(fig_shift, output_dir, "representation_shift")
-save(fig_ppl, output_dir, "perplexity")
-fig_shift
+show(fig_shift, output_dir, "representation_shift")
+show(fig_ppl, output_dir, "perplexity")
 
 # %% [markdown]
 # ## Does BLUE preserve general ability better here?

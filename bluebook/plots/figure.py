@@ -29,8 +29,9 @@ def in_notebook() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def show(fig, output_dir, name: str, dpi: int = 120) -> Path:
-    """Save ``fig`` (:func:`save`) and, in a notebook, display that PNG inline once.
+def show(fig, output_dir, name: str, dpi: int = 120) -> None:
+    """Save ``fig`` (:func:`save`) and, in a notebook, display that PNG inline once (returns nothing,
+    so a ``show(...)`` ending a cell prints no path).
 
     The figures are plain ``Figure`` objects that no backend knows about, so nothing else shows
     them: one ``show`` call is one image in the notebook and one file under ``figures/``.
@@ -39,7 +40,6 @@ def show(fig, output_dir, name: str, dpi: int = 120) -> Path:
     if in_notebook():
         from IPython.display import Image, display
         display(Image(filename=str(path)))
-    return path
 
 
 def save(fig, output_dir, name: str, dpi: int = 120) -> Path:
