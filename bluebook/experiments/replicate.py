@@ -2,7 +2,7 @@
 
 For each method, starting from the unedited weights: split the first ``n`` records into
 consecutive batches of ``batch``, apply every batch **permanently** in order (one
-:class:`~bluebook.editing.SequentialState` per method), then evaluate **every** edited record on the
+:class:`~bluebook.editor.SequentialState` per method), then evaluate **every** edited record on the
 final model. One extra row, ``"unedited"``, evaluates the same records before any edit.
 
 Layout of ``out/``::

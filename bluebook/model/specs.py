@@ -68,7 +68,7 @@ def spec_for(model_or_config) -> ModelSpec:
     if model_type not in SPECS:
         raise ValueError(
             f"unsupported config.model_type={model_type!r}; supported: {sorted(SPECS)}. "
-            "Add a ModelSpec for it in bluebook.specs.SPECS."
+            "Add a ModelSpec for it in bluebook.model.specs.SPECS."
         )
     return SPECS[model_type]
 
