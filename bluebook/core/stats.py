@@ -197,7 +197,8 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
 
     layers = check_layers(model, layers)
     store = store or CovarianceStore()
-    current = model_fingerprint(model)
+    # the model's own fingerprint is only needed to file its statistics or to check a computation
+    current = model_fingerprint(model) if fingerprint is None else None
     fingerprint = fingerprint or current
     if texts is None:
         corpus = corpus_id(cfg.corpus, cfg.n_samples, cfg.seed)
@@ -215,6 +216,8 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
             missing.append(l)
         else:
             out[l] = st
+    if missing and current is None:
+        current = model_fingerprint(model)
     if missing and fingerprint != current:
         raise StatsOnEditedModel(
             f"layer statistics for layers {missing} must come from the unedited model (fingerprint {fingerprint}), "
