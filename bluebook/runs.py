@@ -89,3 +89,101 @@ def atomic_dir(path: str | Path):
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class PeakMemory:
+    """Peak memory of a block: the process's resident set (sampled every ``interval`` s by a
+    background thread, with ``psutil``) and, on CUDA, ``torch.cuda.max_memory_allocated``.
+
+    ``with PeakMemory() as pm: ...`` then ``pm.result()`` -> ``{"peak_rss_mb", "start_rss_mb",
+    ["peak_cuda_mb"]}``. Sampling can miss a spike shorter than ``interval``; the RSS at the start
+    and end of the block is always included."""
+
+    def __init__(self, interval: float = 0.05):
+        self.interval = float(interval)
+        self._peak = 0
+        self._start = 0
+        self._stop = None
+        self._thread = None
+        self._cuda = False
+
+    def _sample(self) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        while not self._stop.wait(self.interval):
+            self._peak = max(self._peak, proc.memory_info().rss)
+
+    def __enter__(self) -> "PeakMemory":
+        import threading
+
+        import psutil
+
+        self._start = self._peak = psutil.Process().memory_info().rss
+        self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        if self._cuda:
+            torch.cuda.reset_peak_memory_stats()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import psutil
+
+        self._stop.set()
+        self._thread.join()
+        self._peak = max(self._peak, psutil.Process().memory_info().rss)
+
+    def result(self) -> dict:
+        out = {"peak_rss_mb": round(self._peak / 2**20, 1), "start_rss_mb": round(self._start / 2**20, 1)}
+        if self._cuda:
+            out["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return out
+
+
+def machine_info() -> dict:
+    """The machine a number was measured on: CPU, cores, memory, torch threads, GPU, versions."""
+    import platform
+
+    import psutil
+
+    info = {"python": platform.python_version(), "torch": torch.__version__,
+            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import transformers
+        info["transformers"] = transformers.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def source_commit(path: str | Path | None = None) -> str | None:
+    """The git commit of the bluebook source tree (with ``+dirty`` when it has uncommitted changes),
+    or None outside a git checkout."""
+    import subprocess
+
+    where = Path(path) if path else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=where,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
+def append_jsonl(path: str | Path, obj) -> None:
+    """Append one JSON line to ``path`` (one ``write`` of a whole line, so concurrent appenders do
+    not interleave within a line)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(jsonable(obj)) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)

@@ -6,19 +6,55 @@ import sys
 from pathlib import Path
 
 from bluebook.core.methods import METHODS
+from bluebook.data.probes import available_probes
 from bluebook.experiments.notebooks import run_all
 from bluebook.experiments.replicate import CheckpointMismatch, replicate, results_table
+from bluebook.metrics.suite import AbilitySuite
 from bluebook.model.loading import prepare_embedded_model
 
 
+def _suite(args) -> AbilitySuite | None:
+    """The general-ability suite the ``--ability`` options ask for (None with ``--ability none``)."""
+    if args.ability == "none":
+        return None
+    probes = available_probes() if args.probes == "all" else [p for p in args.probes.split(",") if p]
+    return AbilitySuite(perplexity_texts=args.ppl_texts, known_facts=args.known_facts, probes=tuple(probes),
+                        probe_n=args.probe_n)
+
+
 def run_replicate(args) -> int:
-    """``python -m bluebook replicate``: run, print the table, exit 2 on a checkpoint mismatch."""
+    """``python -m bluebook replicate``: run, print the table, exit 2 on a checkpoint mismatch.
+
+    Every invocation appends its provenance to ``<out>/invocations.jsonl``: the command, the
+    source commit, the machine, the start time, and (when it ends) the wall time and exit status."""
+    import os
+    import time
+
+    from bluebook.runs import append_jsonl, machine_info, source_commit
+
+    log = Path(args.out) / "invocations.jsonl"
+    start = time.time()
+    entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
+             "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    append_jsonl(log, {**entry, "event": "start"})
+    status = "error"
+    try:
+        status = str(_replicate(args))
+        return int(status)
+    finally:
+        append_jsonl(log, {"pid": entry["pid"], "event": "end", "status": status,
+                           "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - start, 1)})
+
+
+def _replicate(args) -> int:
     try:
         results = replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
                             out=args.out, hparams=args.hparams, device=args.device, generation=args.generation,
                             resume=not args.no_resume, progress=not args.quiet, data_path=args.data,
                             load_kwargs={"device_map": args.device_map} if args.device_map else None,
-                            seed=args.seed, model_name=args.model)
+                            seed=args.seed, model_name=args.model, eval_every=args.eval_every,
+                            ability=_suite(args), fluency_records=args.fluency_records,
+                            fluency_prompts=args.fluency_prompts)
     except CheckpointMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -44,6 +80,18 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="discard existing checkpoints in --out")
     p.add_argument("--data", default=None, help="a full local counterfact/zsre JSON file")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="also evaluate the records edited so far after every N edits (a multiple of --batch)")
+    p.add_argument("--fluency-records", type=int, default=None,
+                   help="with --generation: fluency from the first N records only (default: all)")
+    p.add_argument("--fluency-prompts", type=int, default=None,
+                   help="with --generation: the first K generation prompts of each record (default: all)")
+    p.add_argument("--ability", default="none", choices=["none", "suite"],
+                   help="general ability before any edit and at every evaluation point")
+    p.add_argument("--probes", default="all", help="with --ability suite: classification probes ('all' or names)")
+    p.add_argument("--probe-n", type=int, default=200, help="examples per probe")
+    p.add_argument("--ppl-texts", type=int, default=100, help="held-out texts for perplexity")
+    p.add_argument("--known-facts", type=int, default=100, help="known facts (records not edited) to re-check")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_replicate)
 

@@ -20,8 +20,6 @@ projection a method touches is copied (once) before its first change and copied 
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import shutil
@@ -29,23 +27,30 @@ import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 
-import torch
-from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
-from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
+from bluebook.core.methods import METHODS, parse_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
 from bluebook.editor import SequentialState, edit, prepare_stats, resolve_config
-from bluebook.metrics import evaluate_counterfact, evaluate_zsre, summarize
+from bluebook.experiments.sequence import (
+    EvalPlan,
+    PointEvaluator,
+    eval_file,
+    eval_points,
+    evaluate_point,
+    read_safetensors,
+    stored_evals,
+    valid_eval,
+    write_safetensors,
+)
+from bluebook.experiments.tables import COLUMNS, UNEDITED, dataset_name, results_table, write_tables
+from bluebook.metrics.suite import AbilitySuite
 from bluebook.model.loading import load_model, model_fingerprint
 from bluebook.model.specs import proj_weight
 from bluebook.model.weights import restore_weights, snapshot_weights
-from bluebook.runs import atomic_write_bytes, atomic_write_text, write_json
+from bluebook.runs import PeakMemory, write_json
 
-#: Row order of the paper's tables (base method, then its BLUE variant).
-COLUMNS = {"counterfact": ("efficacy", "generalization", "specificity", "fluency", "consistency"),
-           "zsre": ("efficacy", "generalization", "specificity")}
-UNEDITED = "unedited"
+__all__ = ["COLUMNS", "UNEDITED", "CheckpointMismatch", "remember", "replicate", "results_table"]
 
 
 class CheckpointMismatch(ValueError):
@@ -55,15 +60,6 @@ class CheckpointMismatch(ValueError):
 # --------------------------------------------------------------------------------------------
 # small helpers
 # --------------------------------------------------------------------------------------------
-
-def _dataset_name(dataset: str) -> str:
-    d = str(dataset).lower()
-    if d in ("counterfact", "mcf", "cf", "multi_counterfact"):
-        return "counterfact"
-    if d == "zsre":
-        return "zsre"
-    raise ValueError(f"dataset must be 'counterfact' or 'zsre', got {dataset!r}")
-
 
 def _jsonable_hparams(h):
     """A JSON-friendly description of ``hparams`` for the checkpoint check and the results file."""
@@ -91,45 +87,22 @@ def _resolved(model, method: str, hp):
     return json.loads(json.dumps(_jsonable_hparams(resolve_config(model, parse_method(method), hp, None))))
 
 
-def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return "n/a"
-    return f"{float(v):.2f}"
 
-
-def _write_safetensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict | None = None) -> None:
-    data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    atomic_write_bytes(path, save(data, metadata=meta))
-
-
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
-
-
-# --------------------------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------------------------
 
 def remember(model, originals: dict, layers) -> None:
     """Add CPU copies of the not yet remembered ``layers``' weights to ``originals``."""
     originals.update(snapshot_weights(model, [l for l in layers if l not in originals], device="cpu"))
 
 
-def _evaluate(model, tok, requests, dataset, generation, resources, seed, eval_batch_size):
-    if dataset == "counterfact":
-        cases = evaluate_counterfact(model, tok, requests, batch_size=eval_batch_size,
-                                     generation=generation, resources=resources, seed=seed)
-    else:
-        cases = evaluate_zsre(model, tok, requests, batch_size=eval_batch_size)
-    return cases, summarize(cases, dataset)
-
-
-# --------------------------------------------------------------------------------------------
-# one method
-# --------------------------------------------------------------------------------------------
-
-def _check_config(found: dict, expected: dict, where: Path) -> None:
-    diff = [k for k in expected if found.get(k) != expected[k]]
+def _check_config(found: dict, expected: dict, where: Path, edited: int = 0) -> None:
+    """Refuse a checkpoint written with another configuration. The record list may differ in
+    length only: a run can be continued to more records (or its evaluation redone on fewer) as
+    long as the ``edited`` records it has already applied are the first ones of the new list."""
+    diff = [k for k in expected if k not in ("n", "case_ids") and found.get(k) != expected[k]]
+    old_ids, new_ids = list(found.get("case_ids") or []), list(expected.get("case_ids") or [])
+    if len(new_ids) < edited or old_ids[:edited] != new_ids[:edited] or \
+            old_ids[:min(len(old_ids), len(new_ids))] != new_ids[:min(len(old_ids), len(new_ids))]:
+        diff.append("case_ids")
     if diff:
         shown = "; ".join(f"{k}: checkpoint {str(found.get(k))[:80]!r} vs now {str(expected[k])[:80]!r}"
                           for k in diff)
@@ -139,7 +112,7 @@ def _check_config(found: dict, expected: dict, where: Path) -> None:
 
 
 def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, originals: dict,
-                resume: bool, progress: bool, eval_kw: dict, log) -> dict:
+                resume: bool, progress: bool, plan: EvalPlan, ability_ref: dict, log) -> dict:
 
     progress_file = mdir / "progress.json"
     summary_file = mdir / "summary.json"
@@ -148,13 +121,17 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
     mdir.mkdir(parents=True, exist_ok=True)
     prog = json.loads(progress_file.read_text()) if progress_file.exists() else None
     if prog is not None:
-        _check_config(prog["config"], cfg, mdir)
-    if prog is not None and summary_file.exists() and prog.get("evaluated"):
+        _check_config(prog["config"], cfg, mdir, edited=min(len(prog["config"].get("case_ids", [])),
+                                                             int(prog.get("batches_done", 0)) * batch))
+    n_batches = math.ceil(len(requests) / batch)
+    ev = PointEvaluator(model, tok, requests, plan, ability_ref, mdir, batch)
+    final = eval_file(mdir, len(requests))
+    if prog is not None and summary_file.exists() and prog.get("evaluated") and valid_eval(final, plan) \
+            and all(valid_eval(eval_file(mdir, k), plan) for k in ev.points):
         log(f"[replicate] {method}: finished earlier, skipped")
         return {"summary": json.loads(summary_file.read_text()), "progress": prog, "skipped": True}
 
     restore_weights(model, originals)                                # the unedited model
-    n_batches = math.ceil(len(requests) / batch)
     state = SequentialState()
     done, batch_log = 0, []
     if prog is not None and prog.get("batches_done", 0) > 0:
@@ -162,21 +139,23 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
         state = SequentialState.load(mdir / prog["state_file"])
         # statistics from the unedited model, before its checkpointed edits are loaded
         prepare_stats(model, tok, method, hp, state)
-        weights = _read_safetensors(mdir / prog["weights_file"])
+        weights = read_safetensors(mdir / prog["weights_file"])
         layers = sorted(int(k.split(".")[1]) for k in weights)
         remember(model, originals, layers)
         restore_weights(model, {l: weights[f"layer.{l}"] for l in layers})      # the checkpointed weights
         batch_log = list(prog.get("batches", []))
         log(f"[replicate] {method}: resuming after batch {done}/{n_batches}")
+        ev.catch_up(ev.edits_after(done - 1), log)
 
     edited = set(prog.get("edited_layers", [])) if prog else set()
     bar = tqdm(total=n_batches, initial=done, desc=f"{method}", unit="batch", disable=not progress)
     for bi in range(done, n_batches):
         chunk = requests[bi * batch:(bi + 1) * batch]
         t0 = time.perf_counter()
-        res = edit(model, tok, chunk, method, hparams=hp, state=state, apply=False, progress=False)
-        remember(model, originals, res.deltas)                 # before the first change of each layer
-        res.apply()
+        with PeakMemory() as pm:
+            res = edit(model, tok, chunk, method, hparams=hp, state=state, apply=False, progress=False)
+            remember(model, originals, res.deltas)                 # before the first change of each layer
+            res.apply()
         seconds = time.perf_counter() - t0
         edited |= set(res.deltas)
         timings = {k: round(float(v), 4) for k, v in res.diagnostics["timings"].items()}
@@ -185,10 +164,11 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
         steps = {str(l): [int(s) for s in t.steps] for l, t in sorted(res.targets.items())}
         batch_log.append({"batch": bi, "case_ids": [r.case_id for r in chunk], "seconds": round(seconds, 4),
                           "timings": timings, "layers": sorted(int(l) for l in res.deltas),
-                          "target_steps": steps})
+                          "target_steps": steps, "memory": pm.result(),
+                          "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
         # checkpoint: new files first, then the progress file that points at them, then drop old ones
         wname, sname = f"weights_b{bi + 1}.safetensors", f"state_b{bi + 1}.safetensors"
-        _write_safetensors(mdir / wname, {f"layer.{l}": proj_weight(model, l) for l in sorted(edited)})
+        write_safetensors(mdir / wname, {f"layer.{l}": proj_weight(model, l) for l in sorted(edited)})
         state.save(mdir / sname)
         old = prog or {}
         prog = {"config": cfg, "batches_done": bi + 1, "n_batches": n_batches, "weights_file": wname,
@@ -199,60 +179,25 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
             if old.get(key) and old[key] != prog[key]:
                 (mdir / old[key]).unlink(missing_ok=True)
         bar.update(1)
+        k = ev.edits_after(bi)
+        if k in ev.points and k < len(requests):        # an evaluation point along the run
+            ev.snapshot(k, edited)
+            ev.measure(k)
     bar.close()
 
     state.finalize(model)                              # PRUNE reference form only; a no-op otherwise
+    ev.snapshot(len(requests), edited)
     t0 = time.perf_counter()
-    cases, summary = _evaluate(model, tok, requests, **eval_kw)
+    rec, cases = ev.measure(len(requests))
+    if cases is None:                                  # measured before a crash: the full cases again
+        cases = evaluate_point(model, tok, requests, plan, ability_ref)[1]
     eval_seconds = time.perf_counter() - t0
     write_json(mdir / "cases.json", cases)
     prog = dict(prog or {"config": cfg, "batches_done": 0, "batches": []})
     prog.update(evaluated=True, eval_seconds=round(eval_seconds, 3))
-    write_json(mdir / "summary.json", summary)
+    write_json(summary_file, rec["summary"])
     write_json(progress_file, prog)
-    return {"summary": summary, "progress": prog, "skipped": False}
-
-
-# --------------------------------------------------------------------------------------------
-# tables
-# --------------------------------------------------------------------------------------------
-
-def _ordered(methods) -> list[str]:
-    known = [m for m in PAPER_ORDER if m in methods]
-    return known + [m for m in methods if m not in known]
-
-
-def results_table(results: dict, dataset: str | None = None) -> str:
-    """A markdown table in the paper's layout (rows: ``unedited`` then :data:`PAPER_ORDER`)."""
-    dataset = _dataset_name(dataset or results["config"]["dataset"])
-    cols = COLUMNS[dataset]
-    rows = results["methods"]
-    head = "| Method | " + " | ".join(c.capitalize() for c in cols) + " |"
-    lines = [head, "|---|" + "---|" * len(cols)]
-    for m in ([UNEDITED] if UNEDITED in rows else []) + _ordered([k for k in rows if k != UNEDITED]):
-        s = rows[m]["summary"]
-        lines.append(f"| {m} | " + " | ".join(_fmt(s.get(c)) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def _write_tables(out: Path, results: dict) -> None:
-    write_json(out / "results.json", results)
-    dataset = results["config"]["dataset"]
-    cols = ["method"] + list(COLUMNS[dataset]) + (["score"] if dataset == "counterfact" else []) + \
-        ["n_cases", "edit_seconds", "eval_seconds"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(cols)
-    rows = results["methods"]
-    for m in ([UNEDITED] if UNEDITED in rows else []) + _ordered([k for k in rows if k != UNEDITED]):
-        r = rows[m]
-        w.writerow([m] + [("" if r["summary"].get(c) is None else r["summary"].get(c)) for c in cols[1:-2]]
-                   + [r.get("edit_seconds", ""), r.get("eval_seconds", "")])
-    atomic_write_text(out / "results.csv", buf.getvalue())
-    c = results["config"]
-    title = (f"Sequential batch editing on {dataset}: {c['n']} records in batches of {c['batch']} "
-             f"(model {c['model']}; all records evaluated after the last batch; ×100)")
-    atomic_write_text(out / "results.md", f"**{title}**\n\n" + results_table(results))
+    return {"summary": rec["summary"], "progress": prog, "skipped": False}
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,7 +216,9 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
               batch: int = 20, out: str | Path = "replication", hparams=None, device="auto",
               generation: bool = False, resume: bool = True, progress: bool = True, *, tok=None,
               requests=None, data_path: str | Path | None = None, load_kwargs: dict | None = None,
-              resources=None, seed: int = 0, eval_batch_size: int = 64, model_name: str | None = None) -> dict:
+              resources=None, seed: int = 0, eval_batch_size: int = 64, model_name: str | None = None,
+              eval_every: int | None = None, ability: AbilitySuite | None = None,
+              fluency_records: int | None = None, fluency_prompts: int | None = None) -> dict:
     """Run the sequential batch protocol for each method; write ``out/results.{json,csv,md}``.
 
     ``model_name_or_model``: a name for :func:`bluebook.load_model` (``"smollm2-135m"``, a local
@@ -281,23 +228,30 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     multi-GPU host). ``requests`` replaces the dataset loader; ``data_path`` is a full local
     CounterFact/zsRE file (default: the shipped subset). ``hparams`` is one value for every method
     (None: the preset, a preset name, an ``EditConfig``, a dict of overrides) or ``{method: value}``.
-    ``generation=True`` adds fluency (and consistency when ``resources`` is given) on CounterFact.
-    ``model_name`` labels the tables (default: the name given, or the loaded model's path).
-    ``resume=True`` continues from the checkpoints in ``out`` (refusing ones written with another
-    configuration); ``resume=False`` discards them.
+    ``generation=True`` adds fluency (and consistency when ``resources`` is given) on CounterFact,
+    restricted to the first ``fluency_records`` records and their first ``fluency_prompts``
+    generation prompts when those are given. ``eval_every``: also evaluate after every that many
+    edits (a multiple of ``batch``), the records edited so far (``<method>/evals/``); ``ability``:
+    an :class:`~bluebook.metrics.suite.AbilitySuite` measured before any edit and at every
+    evaluation point. ``model_name`` labels the tables (default: the name given, or the loaded
+    model's path). ``resume=True`` continues from the checkpoints in ``out`` (refusing ones written
+    with another edit configuration; evaluations made with another evaluation plan are measured
+    again from the kept snapshots); ``resume=False`` discards them.
 
     Returns the ``results.json`` content: ``{"config": ..., "methods": {name: {"summary", "cases",
-    "edit_seconds", "eval_seconds", "timings", "hparams", "n_batches"}}}``.
+    "edit_seconds", "eval_seconds", "timings", "hparams", "n_batches", "evals"}}}``.
     """
     label = model_name
-    dataset = _dataset_name(dataset)
+    dataset = dataset_name(dataset)
     methods = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
     for m in methods:
         parse_method(m)                                   # unknown names fail before any work
+    if methods == ["none"]:
+        methods = []                                      # the unedited baseline only
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods contains duplicates: {methods}")
-    if batch < 1:
-        raise ValueError(f"batch must be >= 1, got {batch}")
+    if not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
     if isinstance(model_name_or_model, (str, Path)):
         model_name = str(model_name_or_model)
         model, tok = load_model(model_name, device=device, **(load_kwargs or {}))
@@ -312,22 +266,26 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     reqs = _load_requests(dataset, n, data_path, requests)
     if not reqs:
         raise ValueError("no records to edit")
+    plan = EvalPlan(dataset=dataset, every=eval_every, generation=bool(generation), fluency_records=fluency_records,
+                    fluency_prompts=fluency_prompts, resources=resources, seed=int(seed),
+                    eval_batch_size=eval_batch_size, suite=ability)
+    eval_points(len(reqs), int(batch), eval_every)        # a bad eval_every fails before any work
     case_ids = [r.case_id for r in reqs]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     log = print if progress else (lambda *a, **k: None)
 
     fingerprint = model_fingerprint(model)
+    # what the edits depend on (the evaluation plan is checked per evaluation point instead)
     base_cfg = {"dataset": dataset, "n": len(reqs), "batch": int(batch), "case_ids": case_ids,
-                "model_fingerprint": fingerprint, "generation": bool(generation), "seed": int(seed)}
-    eval_kw = {"dataset": dataset, "generation": generation, "resources": resources, "seed": seed,
-               "eval_batch_size": eval_batch_size}
-    results = {"config": {**base_cfg, "model": model_name, "methods": methods,
-                          "data": str(data_path) if data_path else "shipped"}, "methods": {}}
+                "model_fingerprint": fingerprint}
+    results = {"config": {**base_cfg, "model": model_name, "methods": methods, "eval": plan.config(),
+                          "eval_every": eval_every, "data": str(data_path) if data_path else "shipped"},
+               "methods": {}}
 
     originals: dict = {}       # unedited copies (CPU) of every weight changed so far
     try:
-        # the unedited baseline, once
+        # the unedited baseline (and the ability reference: facts chosen on the unedited model), once
         udir = out / UNEDITED
         ucfg = {**{k: v for k, v in base_cfg.items() if k != "batch"}, "method": UNEDITED}   # batch-free
         if not resume and udir.exists():
@@ -335,26 +293,20 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
         uprog = udir / "progress.json"
         if uprog.exists():
             _check_config(json.loads(uprog.read_text())["config"], ucfg, udir)
-        if uprog.exists() and (udir / "summary.json").exists():
-            usum = json.loads((udir / "summary.json").read_text())
-            useconds = json.loads(uprog.read_text()).get("eval_seconds")
-        else:
-            t0 = time.perf_counter()
-            cases, usum = _evaluate(model, tok, reqs, **eval_kw)
-            useconds = round(time.perf_counter() - t0, 3)
-            write_json(udir / "cases.json", cases)
-            write_json(udir / "summary.json", usum)
-            write_json(uprog, {"config": ucfg, "evaluated": True, "eval_seconds": useconds})
-        results["methods"][UNEDITED] = {"summary": usum, "cases": str(udir / "cases.json"),
-                                        "edit_seconds": 0.0, "eval_seconds": useconds, "timings": {},
-                                        "hparams": None, "n_batches": 0}
-
+        uprog.parent.mkdir(parents=True, exist_ok=True)
+        ref_file = udir / "ability_reference.json"
+        ability_ref = None
+        if ability is not None:
+            ability_ref = json.loads(ref_file.read_text()) if ref_file.exists() else None
+            if ability_ref is None or ability_ref.get("config") != json.loads(json.dumps(ability.config())):
+                ability_ref = {"config": ability.config(), **ability.prepare(model, tok, case_ids)}
+                write_json(ref_file, ability_ref)
         for method in methods:
             hp = _hparams_for(hparams, method)
             cfg = {**base_cfg, "method": method, "hparams": _jsonable_hparams(hp),
                    "resolved_config": _resolved(model, method, hp)}
             got = _run_method(model, tok, method, reqs, int(batch), hp, out / method, cfg, originals, resume,
-                              progress, eval_kw, log)
+                              progress, plan, ability_ref, log)
             batches = got["progress"].get("batches", [])
             timings: dict[str, float] = {}
             for b in batches:
@@ -364,12 +316,29 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
                 "summary": got["summary"], "cases": str(out / method / "cases.json"),
                 "edit_seconds": round(sum(b["seconds"] for b in batches), 3),
                 "eval_seconds": got["progress"].get("eval_seconds"), "timings": timings,
-                "batch_seconds": [b["seconds"] for b in batches], "hparams": cfg["hparams"],
-                "config": cfg["resolved_config"],
-                "n_batches": len(batches), "skipped": got["skipped"]}
-            _write_tables(out, results)
+                "batch_seconds": [b["seconds"] for b in batches],
+                "batch_peak_rss_mb": [b.get("memory", {}).get("peak_rss_mb") for b in batches],
+                "hparams": cfg["hparams"], "config": cfg["resolved_config"],
+                "n_batches": len(batches), "skipped": got["skipped"], "evals": stored_evals(out / method)}
+            write_tables(out, results)
             restore_weights(model, originals)
+        # the unedited baseline last, so that parallel processes on one folder edit first
+        restore_weights(model, originals)
+        upath = eval_file(udir, 0)
+        old = json.loads(upath.read_text()) if upath.exists() and (udir / "cases.json").exists() else None
+        urec, cases = evaluate_point(model, tok, reqs, plan, ability_ref, edits=0, reuse=old)
+        if urec is not old:
+            write_json(upath, urec)
+            if cases is not None:
+                write_json(udir / "cases.json", cases)
+            write_json(udir / "summary.json", urec["summary"])
+            write_json(uprog, {"config": ucfg, "evaluated": True, "eval_seconds": urec["seconds"]["total"]})
+        results["methods"][UNEDITED] = {"summary": urec["summary"], "cases": str(udir / "cases.json"),
+                                        "edit_seconds": 0.0, "eval_seconds": urec["seconds"]["total"],
+                                        "timings": {}, "hparams": None, "n_batches": 0, "evals": stored_evals(udir)}
+
+        write_tables(out, results)
     finally:
         restore_weights(model, originals)
-    _write_tables(out, results)
+    write_tables(out, results)
     return results

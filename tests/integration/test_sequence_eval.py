@@ -1,0 +1,95 @@
+"""Evaluation along a sequential run: points, stored files, exact edits, resume re-measures only
+what a changed plan needs, from the kept snapshots."""
+import json
+
+import pytest
+import torch
+
+import bluebook
+import bluebook.experiments.replicate as rep
+from bluebook.experiments.sequence import EvalPlan, eval_points, read_safetensors
+from bluebook.metrics.suite import AbilitySuite
+from bluebook.model.loading import tiny_model
+
+HP = {"target": {"steps": 3}, "stats": {"n_samples": 40, "max_len": 64}, "context_templates": [["{}"]]}
+N, BATCH = 6, 2
+
+
+def test_eval_points():
+    assert eval_points(2000, 100, 500) == [500, 1000, 1500, 2000]
+    assert eval_points(1050, 100, 500) == [500, 1000, 1050]
+    assert eval_points(6, 2, None) == [6]
+    assert eval_points(6, 2, 10) == [6]
+    with pytest.raises(ValueError, match="multiple of batch=100"):
+        eval_points(2000, 100, 250)
+    with pytest.raises(ValueError, match="fluency_records"):
+        EvalPlan(fluency_records=0)
+
+
+def _run(out, every, suite=None, **kw):
+    model, tok = tiny_model("tiny-gpt2")
+    reqs = bluebook.load_counterfact(n=N)
+    res = rep.replicate((model, tok), "counterfact", methods=["memit_blue"], n=N, batch=BATCH, out=out,
+                        hparams=HP, progress=False, requests=reqs, eval_every=every, ability=suite, **kw)
+    return res, model
+
+
+def _final(out):
+    prog = json.loads((out / "memit_blue" / "progress.json").read_text())
+    return read_safetensors(out / "memit_blue" / prog["weights_file"])
+
+
+def test_points_are_written_and_do_not_change_the_edits(tmp_path, cache_dir):
+    suite = AbilitySuite(perplexity_texts=4, perplexity_max_len=32, known_facts=5)
+    res, _ = _run(tmp_path / "every", 2, suite)
+    plain, _ = _run(tmp_path / "end", None)
+    a, b = _final(tmp_path / "every"), _final(tmp_path / "end")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    evals = res["methods"]["memit_blue"]["evals"]
+    assert [e["edits"] for e in evals] == [2, 4, 6]
+    assert [e["records"] for e in evals] == [2, 4, 6]             # the records edited so far
+    for e in evals:
+        for col in ("efficacy", "generalization", "specificity"):
+            iv = e["intervals"][col]
+            assert iv["low"] <= iv["value"] <= iv["high"] and iv["n"] == e["records"]
+        assert e["memory"]["peak_rss_mb"] > 0
+        ppl = e["ability"]["perplexity"]
+        assert ppl["low"] <= ppl["value"] <= ppl["high"]
+    # the final point is the table's row, and its per-record columns match cases.json
+    cases = json.loads((tmp_path / "every" / "memit_blue" / "cases.json").read_text())
+    last = json.loads((tmp_path / "every" / "memit_blue" / "evals" / "edits_00006.json").read_text())
+    assert last["columns"]["efficacy"] == [round(c["rewrite_success"], 6) for c in cases]
+    assert last["summary"] == res["methods"]["memit_blue"]["summary"]
+    # the unedited baseline at 0 edits: all records, and known facts chosen there start at 1
+    u = res["methods"]["unedited"]["evals"][0]
+    assert u["edits"] == 0 and u["records"] == N
+    ref = json.loads((tmp_path / "every" / "unedited" / "ability_reference.json").read_text())
+    assert not set(map(str, ref["known_case_ids"])) & {str(r.case_id) for r in bluebook.load_counterfact(n=N)}
+    if ref["known_case_ids"]:
+        assert u["ability"]["known_facts"]["value"] == 1.0
+    for b in json.loads((tmp_path / "every" / "memit_blue" / "progress.json").read_text())["batches"]:
+        assert b["memory"]["peak_rss_mb"] >= b["memory"]["start_rss_mb"] > 0
+
+
+def test_resume_with_a_new_ability_suite_remeasures_only_ability(tmp_path, cache_dir, monkeypatch):
+    out = tmp_path / "run"
+    _run(out, 2, AbilitySuite(perplexity_texts=3, perplexity_max_len=32, known_facts=0))
+    before = {p.name: json.loads(p.read_text()) for p in (out / "memit_blue" / "evals").glob("*.json")}
+    calls = []
+    real = rep.edit
+    monkeypatch.setattr(rep, "edit", lambda *a, **k: calls.append(1) or real(*a, **k))
+    res, _ = _run(out, 2, AbilitySuite(perplexity_texts=5, perplexity_max_len=32, known_facts=0))
+    assert calls == []                                            # no batch edited again
+    after = {p.name: json.loads(p.read_text()) for p in (out / "memit_blue" / "evals").glob("*.json")}
+    assert after.keys() == before.keys()
+    for k in before:
+        assert after[k]["columns"] == before[k]["columns"]          # record metrics kept
+        assert after[k]["ability"]["perplexity"]["n_texts"] == 5    # ability measured again
+        assert before[k]["ability"]["perplexity"]["n_texts"] == 3
+    # the snapshot at 2 edits reproduces its own evaluation: measure it from scratch and compare
+    (out / "memit_blue" / "evals" / "edits_00002.json").unlink()
+    res2, _ = _run(out, 2, AbilitySuite(perplexity_texts=5, perplexity_max_len=32, known_facts=0))
+    again = json.loads((out / "memit_blue" / "evals" / "edits_00002.json").read_text())
+    assert again["columns"] == before["edits_00002.json"]["columns"]
+    assert again["ability"]["perplexity"]["value"] == pytest.approx(after["edits_00002.json"]["ability"]
+                                                                    ["perplexity"]["value"], rel=1e-6)
