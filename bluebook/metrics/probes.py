@@ -37,13 +37,17 @@ def label_nll(model, tok, probe: Probe, batch_size: int = 16) -> np.ndarray:
 
 
 def _bootstrap(stat, y, p, confidence, n_resamples, seed) -> tuple[float, float]:
+    import warnings
+
     from scipy.stats import bootstrap
 
     if len(set(y.tolist())) < 2 and len(set(p.tolist())) < 2:
         v = stat(y, p)
         return v, v
-    res = bootstrap((y, p), stat, paired=True, vectorized=False, confidence_level=confidence,
-                    n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
+    with warnings.catch_warnings():         # a resample with one label makes scikit-learn warn; MCC is 0 there
+        warnings.simplefilter("ignore")
+        res = bootstrap((y, p), stat, paired=True, vectorized=False, confidence_level=confidence,
+                        n_resamples=n_resamples, method="percentile", random_state=np.random.default_rng(seed))
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return (lo, hi) if np.isfinite(lo) and np.isfinite(hi) else (float("nan"), float("nan"))
 

@@ -93,3 +93,52 @@ def test_resume_with_a_new_ability_suite_remeasures_only_ability(tmp_path, cache
     assert again["columns"] == before["edits_00002.json"]["columns"]
     assert again["ability"]["perplexity"]["value"] == pytest.approx(after["edits_00002.json"]["ability"]
                                                                     ["perplexity"]["value"], rel=1e-6)
+
+
+def test_curves_of_a_finished_and_a_stopped_run(tmp_path, cache_dir, monkeypatch):
+    from bluebook.experiments.curves import curve_rows, export_run, load_run, pair_differences, table_at
+
+    model, tok = tiny_model("tiny-gpt2")
+    reqs = bluebook.load_counterfact(n=N)
+    out = tmp_path / "run"
+    rep.replicate((model, tok), "counterfact", methods=["memit", "memit_blue"], n=N, batch=BATCH, out=out,
+                  hparams=HP, progress=False, requests=reqs, eval_every=2)
+    run = load_run(out)
+    assert list(run.methods) == ["memit", "memit_blue"] and run.common_points() == [2, 4, 6]
+    assert all(r.finished and r.edits_done == N for r in run.methods.values())
+    rows = curve_rows(run)
+    # the unedited model on the same first-k records, recomputed from its per-record columns
+    u2 = [r for r in rows if r["method"] == "unedited" and r["edits"] == 2 and r["metric"] == "efficacy"][0]
+    first2 = run.unedited["columns"]["efficacy"][:2]
+    assert u2["value"] == pytest.approx(100 * sum(first2) / 2) and u2["n"] == 2
+    diffs = pair_differences(run, 6)
+    for m, d in diffs["memit"].items():
+        a = run.methods["memit_blue"].evals[6]["columns"][m]
+        b = run.methods["memit"].evals[6]["columns"][m]
+        assert d["value"] == pytest.approx(100 * (sum(a) - sum(b)) / len(a), abs=0.01)
+        assert d["low"] <= d["value"] <= d["high"]
+    t = table_at(run)
+    assert t["edits"] == 6 and set(t["rows"]) == {"unedited", "memit", "memit_blue"}
+    assert t["rows"]["memit"]["efficacy"] == run.methods["memit"].evals[6]["summary"]["efficacy"]
+    files = export_run(out, tmp_path / "export")
+    assert files and not list((tmp_path / "export").rglob("*.safetensors"))
+    assert not list((tmp_path / "export").rglob("cases.json"))
+    assert json.loads((tmp_path / "export" / "status.json").read_text())["methods"]["memit"]["finished"]
+    assert load_run(tmp_path / "export").common_points() == [2, 4, 6]      # the export reads back
+
+    # a run stopped in its third batch: read as far as it got, nothing beyond
+    calls = {"n": 0}
+    real = rep.edit
+
+    def dies(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt("stopped")
+        return real(*a, **k)
+    monkeypatch.setattr(rep, "edit", dies)
+    with pytest.raises(KeyboardInterrupt):
+        rep.replicate((model, tok), "counterfact", methods=["memit"], n=N, batch=BATCH, out=tmp_path / "stopped",
+                      hparams=HP, progress=False, requests=reqs, eval_every=2)
+    part = load_run(tmp_path / "stopped")
+    assert part.methods["memit"].batches_done == 2 and not part.methods["memit"].finished
+    assert part.methods["memit"].points == [2, 4] and part.unedited is None     # 4 edits: evaluated, 6: never

@@ -1,0 +1,216 @@
+"""Reading a sequential run folder, finished or not: metric-versus-edits curves, paired BLUE-minus-base
+differences, the paper-layout table at the largest size every method reached, and the export of the
+files worth committing.
+
+A run folder is what :func:`bluebook.experiments.replicate.replicate` writes (``<method>/progress.json``,
+``<method>/evals/edits_*.json``, ``unedited/evals/edits_00000.json``, ``invocations.jsonl``). A run
+that was stopped is read as far as it got: :func:`load_run` reports the batches done and the
+evaluation points reached per method, and nothing here extrapolates beyond them.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bluebook.core.names import split_method
+from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
+from bluebook.metrics.intervals import interval, paired_difference
+from bluebook.runs import write_json
+
+__all__ = ["MethodRun", "Run", "load_run", "curve_rows", "pair_differences", "table_at", "export_run",
+           "COMMITTED"]
+
+#: Files of a run folder that are results (committed); weights, states, snapshots and the full
+#: per-case dumps (``cases.json``, with generated texts) are not.
+COMMITTED = ("progress.json", "summary.json", "ability_reference.json", "evals/*.json")
+
+
+@dataclass
+class MethodRun:
+    """One method's part of a run folder: its batch log and evaluation points (with columns)."""
+    name: str
+    batches: list = field(default_factory=list)
+    n_batches: int | None = None
+    evals: dict = field(default_factory=dict)          # edits -> evaluation record
+
+    @property
+    def batches_done(self) -> int:
+        return len(self.batches)
+
+    @property
+    def edits_done(self) -> int:
+        return sum(len(b["case_ids"]) for b in self.batches)
+
+    @property
+    def finished(self) -> bool:
+        return self.n_batches is not None and self.batches_done == self.n_batches
+
+    @property
+    def points(self) -> list[int]:
+        return sorted(self.evals)
+
+
+@dataclass
+class Run:
+    folder: Path
+    dataset: str
+    config: dict
+    methods: dict                                      # name -> MethodRun (without the unedited row)
+    unedited: dict | None                              # the evaluation at 0 edits (all records)
+    invocations: list
+
+    def common_points(self, names=None) -> list[int]:
+        """Evaluation points every one of ``names`` (default: all methods) has reached."""
+        runs = [self.methods[m] for m in (names or self.methods)]
+        if not runs:
+            return []
+        return sorted(set.intersection(*(set(r.points) for r in runs)))
+
+
+def _read(path: Path):
+    return json.loads(path.read_text())
+
+
+def load_run(folder: str | Path) -> Run:
+    """Everything on disk in ``folder``; raises when it holds no run."""
+    folder = Path(folder)
+    methods, cfg = {}, None
+    for prog_file in sorted(folder.glob("*/progress.json")):
+        name = prog_file.parent.name
+        if name == UNEDITED:
+            continue
+        prog = _read(prog_file)
+        cfg = cfg or prog["config"]
+        mr = MethodRun(name, batches=prog.get("batches", []), n_batches=prog.get("n_batches"))
+        for e in sorted((prog_file.parent / "evals").glob("edits_*.json")):
+            rec = _read(e)
+            mr.evals[int(rec["edits"])] = rec
+        methods[name] = mr
+    ufile = folder / UNEDITED / "evals" / "edits_00000.json"
+    unedited = _read(ufile) if ufile.exists() else None
+    if cfg is None and unedited is None:
+        raise ValueError(f"{folder} holds no sequential run (no <method>/progress.json)")
+    inv_file = folder / "invocations.jsonl"
+    invocations = [json.loads(x) for x in inv_file.read_text().splitlines() if x.strip()] if inv_file.exists() else []
+    dataset = (cfg or {}).get("dataset") or unedited["eval_config"]["dataset"]
+    return Run(folder, dataset, cfg or {}, {m: methods[m] for m in ordered(list(methods))}, unedited, invocations)
+
+
+def _baseline(run: Run, k: int, metric: str):
+    """The unedited model on the first ``k`` records (same records as a method's point at k)."""
+    if run.unedited is None or metric not in run.unedited["columns"]:
+        return None
+    vals = run.unedited["columns"][metric][:k]
+    return interval(vals, scale=100.0) if any(v is not None for v in vals) else None
+
+
+def curve_rows(run: Run, metrics=None) -> list[dict]:
+    """Long-format rows ``{method, edits, metric, value, low, high, n}`` for every method's points,
+    the unedited model on the same records (method ``"unedited"``) and the general-ability numbers
+    (metrics ``"ability:<name>"``; perplexity is not ×100)."""
+    metrics = list(metrics or COLUMNS[run.dataset])
+    rows = []
+    for name, mr in run.methods.items():
+        for k in mr.points:
+            rec = mr.evals[k]
+            for m in metrics:
+                iv = rec["intervals"].get(m)
+                if iv:
+                    rows.append({"method": name, "edits": k, "metric": m,
+                                 **{x: iv[x] for x in ("value", "low", "high", "n")}})
+            for m, v in _ability_values(rec.get("ability")).items():
+                rows.append({"method": name, "edits": k, "metric": f"ability:{m}", **v})
+    ks = sorted({r["edits"] for r in rows})
+    for k in ks:
+        for m in metrics:
+            b = _baseline(run, k, m)
+            if b is not None:
+                rows.append({"method": UNEDITED, "edits": k, "metric": m, "value": b.value, "low": b.low,
+                             "high": b.high, "n": b.n})
+    if run.unedited is not None:
+        for m, v in _ability_values(run.unedited.get("ability")).items():
+            rows.append({"method": UNEDITED, "edits": 0, "metric": f"ability:{m}", **v})
+    return rows
+
+
+def _ability_values(ab: dict | None) -> dict:
+    if not ab:
+        return {}
+    out = {}
+    if "perplexity" in ab:
+        p = ab["perplexity"]
+        out["perplexity"] = {"value": p["value"], "low": p["low"], "high": p["high"], "n": p["n_texts"]}
+    if "known_facts" in ab:
+        k = ab["known_facts"]
+        out["known_facts"] = {x: (100 * k[x] if x != "n" else k[x]) for x in ("value", "low", "high", "n")}
+    for name, pr in (ab.get("probes") or {}).items():
+        a = pr["accuracy"]
+        out[f"{name}_accuracy"] = {x: (100 * a[x] if x != "n" else a[x]) for x in ("value", "low", "high", "n")}
+        out[f"{name}_mcc"] = {"value": pr["mcc"]["value"], "low": pr["mcc"]["low"], "high": pr["mcc"]["high"],
+                              "n": pr["n"]}
+    return out
+
+
+def pair_differences(run: Run, k: int, metrics=None) -> dict:
+    """``{base: {metric: Estimate-dict}}``: BLUE minus its base at ``k`` edits on the same records
+    (paired bootstrap), for every base whose BLUE variant and itself both reached ``k``."""
+    metrics = list(metrics or COLUMNS[run.dataset])
+    out = {}
+    for name, mr in run.methods.items():
+        _, base, blue = split_method(name)
+        if not blue or base not in run.methods or k not in mr.evals or k not in run.methods[base].evals:
+            continue
+        a, b = mr.evals[k]["columns"], run.methods[base].evals[k]["columns"]
+        if a["case_id"] != b["case_id"]:
+            raise ValueError(f"{name} and {base} were evaluated on different records at {k} edits")
+        out[base] = {m: paired_difference(a[m], b[m], scale=100.0).as_dict(digits=2)
+                     for m in metrics if m in a and m in b}
+    return out
+
+
+def table_at(run: Run, k: int | None = None) -> dict:
+    """``{"edits": k, "rows": {method: {metric: value}}}`` at ``k`` edits (default: the largest
+    point every method reached), with the unedited model on the same records."""
+    pts = run.common_points()
+    if k is None:
+        if not pts:
+            raise ValueError(f"no evaluation point is shared by all methods of {run.folder}")
+        k = pts[-1]
+    rows = {}
+    for m in COLUMNS[run.dataset]:
+        b = _baseline(run, k, m)
+        if b is not None:
+            rows.setdefault(UNEDITED, {})[m] = round(b.value, 2)
+    for name, mr in run.methods.items():
+        if k in mr.evals:
+            s = mr.evals[k]["summary"]
+            rows[name] = {m: s.get(m) for m in COLUMNS[run.dataset]}
+    return {"edits": k, "rows": rows}
+
+
+def export_run(src: str | Path, dst: str | Path) -> list[Path]:
+    """Copy the result files of run folder ``src`` (:data:`COMMITTED`, plus ``invocations.jsonl``)
+    to ``dst`` and write ``dst/status.json`` (how far each method got). Returns the files written."""
+    src, dst = Path(src), Path(dst)
+    run = load_run(src)
+    written = []
+    for sub in sorted(p for p in src.iterdir() if p.is_dir()):
+        for pattern in COMMITTED:
+            for f in sorted(sub.glob(pattern)):
+                target = dst / f.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, target)
+                written.append(target)
+    if (src / "invocations.jsonl").exists():
+        shutil.copyfile(src / "invocations.jsonl", dst / "invocations.jsonl")
+        written.append(dst / "invocations.jsonl")
+    status = {"dataset": run.dataset, "n": run.config.get("n"), "batch": run.config.get("batch"),
+              "methods": {m: {"batches_done": r.batches_done, "n_batches": r.n_batches, "edits_done": r.edits_done,
+                              "finished": r.finished, "evaluated_at": r.points,
+                              "edit_seconds": round(sum(b["seconds"] for b in r.batches), 1)}
+                          for m, r in run.methods.items()},
+              "unedited_evaluated": run.unedited is not None}
+    written.append(write_json(dst / "status.json", status))
+    return written
