@@ -244,10 +244,10 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     label = model_name
     dataset = dataset_name(dataset)
     methods = [m.strip() for m in (methods.split(",") if isinstance(methods, str) else methods) if m.strip()]
-    for m in methods:
-        parse_method(m)                                   # unknown names fail before any work
     if methods == ["none"]:
         methods = []                                      # the unedited baseline only
+    for m in methods:
+        parse_method(m)                                   # unknown names fail before any work
     if len(set(methods)) != len(methods):
         raise ValueError(f"methods contains duplicates: {methods}")
     if not isinstance(batch, int) or batch < 1:

@@ -142,3 +142,16 @@ def test_curves_of_a_finished_and_a_stopped_run(tmp_path, cache_dir, monkeypatch
     part = load_run(tmp_path / "stopped")
     assert part.methods["memit"].batches_done == 2 and not part.methods["memit"].finished
     assert part.methods["memit"].points == [2, 4] and part.unedited is None     # 4 edits: evaluated, 6: never
+
+
+def test_methods_none_runs_only_the_unedited_baseline(tmp_path, cache_dir):
+    res, _ = _run_methods(tmp_path / "u", "none")
+    assert set(res["methods"]) == {"unedited"}
+    assert (tmp_path / "u" / "unedited" / "evals" / "edits_00000.json").exists()
+
+
+def _run_methods(out, methods):
+    model, tok = tiny_model("tiny-gpt2")
+    reqs = bluebook.load_counterfact(n=N)
+    return rep.replicate((model, tok), "counterfact", methods=methods, n=N, batch=BATCH, out=out, hparams=HP,
+                         progress=False, requests=reqs), model
