@@ -21,19 +21,50 @@ from bluebook.data.probes import Probe
 from bluebook.metrics.intervals import CONFIDENCE, wilson
 from bluebook.metrics.scoring import continuation_nll
 
-__all__ = ["label_nll", "evaluate_probe", "classification_scores"]
+__all__ = ["format_prompt", "label_nll", "content_free_nll", "evaluate_probe", "classification_scores", "probe_digest"]
 
 
-def label_nll(model, tok, probe: Probe, batch_size: int = 16) -> np.ndarray:
+def probe_digest(probe: Probe) -> str:
+    """A short hash of what a probe's numbers depend on: template, label words and items."""
+    import hashlib
+    import json
+
+    blob = json.dumps([probe.template, probe.label_words, list(probe.items)], sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+CONTENT_FREE = "N/A"
+
+
+def format_prompt(tok, question: str, chat: bool = True) -> str:
+    """The text the model reads before the label word: with ``chat=True`` and a tokenizer that has
+    a chat template, ``question`` as one user turn followed by the assistant's turn opening
+    (``apply_chat_template(..., add_generation_prompt=True)``); otherwise ``question + "\nAnswer:"``."""
+    if chat and getattr(tok, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                       add_generation_prompt=True)
+    return question + "\nAnswer:"
+
+
+def label_nll(model, tok, probe: Probe, batch_size: int = 16, items=None, chat: bool = True) -> np.ndarray:
     """``(n_items, n_labels)`` mean token NLL of each label word after each item's prompt."""
+    items = probe.items if items is None else items
     words = [probe.label_words[lab] for lab in probe.labels]
     prefixes, conts = [], []
-    for it in probe.items:
-        p = probe.prompt(it)
+    for it in items:
+        p = format_prompt(tok, probe.prompt(it), chat)
         prefixes += [p] * len(words)
         conts += words
     nll, _ = continuation_nll(model, tok, prefixes, conts, batch_size=batch_size)
-    return nll.numpy().reshape(len(probe.items), len(words))
+    return nll.numpy().reshape(len(items), len(words))
+
+
+def content_free_nll(model, tok, probe: Probe, batch_size: int = 16, chat: bool = True) -> np.ndarray:
+    """``(n_labels,)`` label-word NLL after the template filled with ``"N/A"`` in every field: the
+    model's prior for each label word in this prompt, which :func:`evaluate_probe` subtracts
+    (contextual calibration, Zhao et al., ICML 2021)."""
+    fields = {k for it in probe.items[:1] for k in it if k.startswith("text")}
+    return label_nll(model, tok, probe, batch_size, items=[{f: CONTENT_FREE for f in fields}], chat=chat)[0]
 
 
 def _bootstrap(stat, y, p, confidence, n_resamples, seed) -> tuple[float, float]:
@@ -82,13 +113,28 @@ def classification_scores(y_true, y_pred, labels, confidence: float = CONFIDENCE
             "predicted_counts": {labels[k]: int(v) for k, v in sorted(Counter(p.tolist()).items())}}
 
 
-def evaluate_probe(model, tok, probe: Probe, batch_size: int = 16, confidence: float = CONFIDENCE) -> dict:
+def evaluate_probe(model, tok, probe: Probe, batch_size: int = 16, confidence: float = CONFIDENCE,
+                   calibrate: bool = True, chat: bool = True) -> dict:
     """Score ``probe`` on the model as it is: :func:`classification_scores` plus the predictions
-    (label indices, in item order, for paired comparisons between models)."""
-    nll = label_nll(model, tok, probe, batch_size=batch_size)
+    (label indices, in item order, for paired comparisons between models).
+
+    ``calibrate=True`` (default) predicts ``argmin_l NLL(l | item) − NLL(l | "N/A")``: a small
+    model's strong preference for one label word whatever the input (measured on the embedded model:
+    without calibration it answers "no" to 99 % of the MMLU statements) would otherwise leave every
+    probe at the majority rate. The uncalibrated scores are reported too (``uncalibrated``).
+    ``chat``: ask through the tokenizer's chat template when it has one (:func:`format_prompt`)."""
+    nll = label_nll(model, tok, probe, batch_size=batch_size, chat=chat)
     labels = probe.labels
     y = np.array([labels.index(str(it["label"])) for it in probe.items])
-    pred = nll.argmin(axis=1)
+    raw = nll.argmin(axis=1)
+    pred = raw
+    if calibrate:
+        prior = content_free_nll(model, tok, probe, batch_size=batch_size, chat=chat)
+        pred = (nll - prior[None, :]).argmin(axis=1)
     out = classification_scores(y, pred, labels, confidence)
-    out.update(task=probe.task, substitute_for=probe.substitute_for, predictions=pred.astype(int).tolist())
+    out.update(task=probe.task, substitute_for=probe.substitute_for, calibrated=bool(calibrate), chat=bool(chat),
+               predictions=pred.astype(int).tolist())
+    if calibrate:
+        u = classification_scores(y, raw, labels, confidence, n_resamples=200)
+        out["uncalibrated"] = {"accuracy": u["accuracy"], "mcc": u["mcc"], "predicted_counts": u["predicted_counts"]}
     return out

@@ -25,7 +25,7 @@ import numpy as np
 from bluebook.data.probes import load_fact_pool, load_probe
 from bluebook.metrics.ability import heldout_texts, known_fact_hits, token_nll
 from bluebook.metrics.intervals import CONFIDENCE, wilson
-from bluebook.metrics.probes import evaluate_probe
+from bluebook.metrics.probes import evaluate_probe, probe_digest
 
 __all__ = ["AbilitySuite", "perplexity_estimate"]
 
@@ -63,6 +63,8 @@ class AbilitySuite:
     known_facts: int = 100
     probes: tuple[str, ...] = field(default_factory=tuple)
     probe_n: int | None = 200
+    calibrate: bool = True
+    chat: bool = True
     seed: int = 0
     batch_size: int = 16
 
@@ -78,9 +80,13 @@ class AbilitySuite:
             load_probe(p, n=1)                          # unknown names fail before any work
 
     def config(self) -> dict:
+        """What the numbers depend on, including a hash of each probe's items and template (a
+        rebuilt probe file is measured again)."""
         d = asdict(self)
         d["probes"] = list(self.probes)
         d.pop("batch_size")                            # does not change any number
+        if self.probes:
+            d["probe_digests"] = {p: probe_digest(load_probe(p, n=self.probe_n)) for p in self.probes}
         return d
 
     def prepare(self, model, tok, exclude_case_ids=()) -> dict:
@@ -109,5 +115,6 @@ class AbilitySuite:
             out["known_facts"] = wilson(int(sum(hits)), len(hits)).as_dict()
         for name in self.probes:
             out.setdefault("probes", {})[name] = evaluate_probe(model, tok, load_probe(name, n=self.probe_n),
-                                                                batch_size=self.batch_size)
+                                                                batch_size=self.batch_size, calibrate=self.calibrate,
+                                                                chat=self.chat)
         return out

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The recorded sequential runs of results/sequential/: CounterFact (1,000 records) and zsRE (500),
+# batches of 100, evaluated every 500 edits and at the end, with fluency on the first 100 records
+# (two generation prompts each) and the general-ability suite. One process per BLUE/base column and
+# one CPU thread each, so two cores are both busy; a third, low-priority process evaluates the
+# unedited model. Rerunning the same command resumes from the checkpoints in RUNS.
+#
+#   bash scripts/recorded_runs.sh counterfact   # or zsre
+#   python -c "from bluebook.experiments.curves import export_run; export_run('RUNS/counterfact_n1000_b100', 'results/sequential/counterfact_n1000_b100')"
+set -euo pipefail
+DATASET=${1:-counterfact}
+RUNS=${RUNS:-$HOME/bluebook-runs}
+PY=${PY:-.venv/bin/python}
+case "$DATASET" in
+  counterfact) N=1000; EXTRA="--generation --fluency-records 100 --fluency-prompts 2" ;;
+  zsre) N=500; EXTRA="" ;;
+  *) echo "dataset must be counterfact or zsre" >&2; exit 2 ;;
+esac
+OUT=$RUNS/${DATASET}_n${N}_b100
+mkdir -p "$OUT"
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_MININTERVAL=30
+COMMON="replicate --model smollm2-135m --dataset $DATASET --n $N --batch 100 --eval-every 500 $EXTRA --ability suite --probes all --probe-n 100 --out $OUT"
+nohup $PY -m bluebook $COMMON --methods memit,alphaedit > "$OUT.p1.log" 2>&1 &
+nohup $PY -m bluebook $COMMON --methods memit_blue,alphaedit_blue > "$OUT.p2.log" 2>&1 &
+nohup nice -n 19 $PY -m bluebook $COMMON --methods none > "$OUT.p0.log" 2>&1 &
+echo "started; logs in $OUT.p{0,1,2}.log"

@@ -1,0 +1,44 @@
+"""Notebook 09 reads recorded sequential runs: on a run made here (tiny model) its verdicts follow
+from the per-record columns; on the committed runs it executes and reports how far they got."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import bluebook
+import bluebook.experiments.replicate as rep
+from bluebook.model.loading import tiny_model
+
+pytestmark = pytest.mark.notebook
+HP = {"target": {"steps": 3}, "stats": {"n_samples": 40, "max_len": 64}, "context_templates": [["{}"]]}
+COMMITTED = Path(__file__).resolve().parents[2] / "results" / "sequential"
+
+
+def test_09_on_a_run_made_here(tmp_path, cache_dir, run_nb):
+    model, tok = tiny_model("tiny-gpt2")
+    reqs = bluebook.load_counterfact(n=6)
+    rep.replicate((model, tok), "counterfact", methods=["memit", "memit_blue"], n=6, batch=2,
+                  out=tmp_path / "runs" / "cf", hparams=HP, progress=False, requests=reqs, eval_every=2)
+    m = run_nb("09_sequential_curves", tmp_path / "nb", results_dir=str(tmp_path / "runs"), runs_to_show=["cf"])
+    assert m["runs"]["cf"]["methods"]["memit"]["points"] == [2, 4, 6]
+    for metric in ("efficacy", "generalization", "specificity"):
+        c = m["claims"][f"cf:memit_blue>memit:{metric}"]
+        a = json.loads((tmp_path / "runs" / "cf" / "memit_blue" / "evals" / "edits_00006.json").read_text())
+        b = json.loads((tmp_path / "runs" / "cf" / "memit" / "evals" / "edits_00006.json").read_text())
+        diff = 100 * (np.mean(a["columns"][metric]) - np.mean(b["columns"][metric]))
+        assert c["ours"] == pytest.approx(diff, abs=0.01)
+        lo, hi = c["interval"]
+        want = "agrees" if lo > 0 else "disagrees" if hi < 0 else "inconclusive"
+        assert c["verdict"] == want and c["evidence"] == "recorded" and c["n"] == 6
+
+
+def test_09_on_the_committed_runs(tmp_path, run_nb):
+    m = run_nb("09_sequential_curves", tmp_path / "nb", results_dir=str(COMMITTED))
+    present = [p.name for p in COMMITTED.iterdir() if p.is_dir()] if COMMITTED.exists() else []
+    assert set(m["runs"]) == set(present) & {"counterfact_n1000_b100", "zsre_n500_b100"}
+    for name, run in m["runs"].items():
+        status = json.loads((COMMITTED / name / "status.json").read_text())
+        for meth, info in run["methods"].items():
+            assert info["edits_done"] == status["methods"][meth]["edits_done"]
+            assert info["points"] == status["methods"][meth]["evaluated_at"]
