@@ -37,6 +37,8 @@
 # %% tags=["parameters"]
 results_dir = "../results/sequential"
 runs_to_show = ["counterfact_n1000_b100", "zsre_n500_b100"]
+seed = 0
+device = "auto"          # not used: this notebook reads files and runs no model
 output_dir = "artifacts/09"
 
 # %%
@@ -51,6 +53,7 @@ from bluebook.metrics.claims import claim, difference_verdict, separation_verdic
 from bluebook.plots import curves as cplots
 from bluebook.plots import show
 
+runs.seed_everything(seed)
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 root = Path(results_dir)

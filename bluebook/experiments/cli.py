@@ -46,6 +46,19 @@ def run_replicate(args) -> int:
                            "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - start, 1)})
 
 
+def _resources(folder):
+    """Consistency resources from a folder with the reference's three files (None without one)."""
+    if not folder:
+        return None
+    from bluebook.metrics.consistency import ConsistencyResources
+
+    d = Path(folder)
+    missing = [f for f in ("attribute_snippets.json", "idf.npy", "tfidf_vocab.json") if not (d / f).exists()]
+    if missing:
+        raise SystemExit(f"error: --snippets {folder}: missing {', '.join(missing)}")
+    return ConsistencyResources.from_files(d / "attribute_snippets.json", d / "idf.npy", d / "tfidf_vocab.json")
+
+
 def _replicate(args) -> int:
     try:
         results = replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
@@ -54,7 +67,7 @@ def _replicate(args) -> int:
                             load_kwargs={"device_map": args.device_map} if args.device_map else None,
                             seed=args.seed, model_name=args.model, eval_every=args.eval_every,
                             ability=_suite(args), fluency_records=args.fluency_records,
-                            fluency_prompts=args.fluency_prompts)
+                            fluency_prompts=args.fluency_prompts, resources=_resources(args.snippets))
     except CheckpointMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -86,6 +99,9 @@ def add_cli(subparsers) -> None:
                    help="with --generation: fluency from the first N records only (default: all)")
     p.add_argument("--fluency-prompts", type=int, default=None,
                    help="with --generation: the first K generation prompts of each record (default: all)")
+    p.add_argument("--snippets", default=None,
+                   help="with --generation: folder with attribute_snippets.json, idf.npy, tfidf_vocab.json "
+                        "(the reference's files) for consistency")
     p.add_argument("--ability", default="none", choices=["none", "suite"],
                    help="general ability before any edit and at every evaluation point")
     p.add_argument("--probes", default="all", help="with --ability suite: classification probes ('all' or names)")

@@ -50,10 +50,10 @@ def metric_curves(rows: Sequence[dict], metrics: Sequence[str] = ("efficacy", "g
     for i, metric in enumerate(metrics):
         for j, base in enumerate(bases):
             ax = axes[i][j]
-            _draw(ax, rows, base, metric, BASE_COLOR, LABELS.get(base, base))
-            _draw(ax, rows, f"{base}_blue", metric, BLUE_COLOR, f"{LABELS.get(base, base)}-BLUE")
+            _draw(ax, rows, base, metric, BASE_COLOR, "base method")
+            _draw(ax, rows, f"{base}_blue", metric, BLUE_COLOR, "its BLUE variant")
             if unedited:
-                _draw(ax, rows, "unedited", metric, UNEDITED_COLOR, "unedited", style="--")
+                _draw(ax, rows, "unedited", metric, UNEDITED_COLOR, "unedited model, same records", style="--")
             if i == 0:
                 ax.set_title(LABELS.get(base, base))
             if j == 0:
