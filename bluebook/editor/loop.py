@@ -115,6 +115,16 @@ def _prepare_state(model, method: Method, state: SequentialState | None) -> Sequ
     return state
 
 
+def _check_targets(Z: torch.Tensor, layer: int, requests) -> None:
+    """A diverged v* optimisation (NaN/inf targets) stops the edit with the requests it concerns."""
+    bad = (~torch.isfinite(Z)).any(dim=0)
+    if bad.any():
+        ids = [requests[j].case_id if requests[j].case_id is not None else j for j in bad.nonzero()[:, 0].tolist()]
+        raise FloatingPointError(
+            f"the v* targets at layer {layer} are not finite (NaN/inf) for requests {ids}: the optimisation "
+            "diverged; lower target.lr or load the model in float32. No weight was changed.")
+
+
 def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, hparams=None,
          state: SequentialState | None = None, apply: bool = False, distribution=None,
          templates=None, progress: bool = True,
@@ -178,6 +188,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                     timings["targets"] += time.perf_counter() - t0
                     targets[tl] = tr
                     Z = tr.z.T                                            # (d, n)
+                    _check_targets(Z, tl, requests)
                 ml = rule.measure_layer(i, plan, crit)
                 t0 = time.perf_counter()                                  # 2. keys K, current h
                 st = read_states(model, tok, requests, key_layers=[l], hidden_layers=[ml], templates=templates)

@@ -199,3 +199,31 @@ def test_skip_blocks_puts_forwards_back_on_error():
             raise RuntimeError("inside")
     assert "forward" not in blocks[0].__dict__ and "forward" not in blocks[2].__dict__
     assert blocks[1].__dict__["forward"] is sentinel
+
+
+def test_diverged_targets_stop_the_edit_and_leave_the_weights(monkeypatch):
+    """A v* optimisation that returns NaN (as fp16 overflow can) raises a clear error naming the
+    layer and the requests, and no weight changes."""
+    import dataclasses
+
+    import bluebook
+    import bluebook.editor.loop as loop
+    from bluebook.model.loading import tiny_model
+
+    model, tok = tiny_model("tiny-gpt2")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    real = loop.optimize_targets
+
+    def poisoned(*a, **k):
+        tr = real(*a, **k)
+        z = tr.z.clone()
+        z[1, 0] = float("nan")
+        return dataclasses.replace(tr, z=z)
+    monkeypatch.setattr(loop, "optimize_targets", poisoned)
+    reqs = bluebook.load_counterfact(n=2)
+    with pytest.raises(FloatingPointError, match=rf"not finite .* requests \[{reqs[1].case_id}\]"):
+        bluebook.edit(model, tok, reqs, "memit_blue", hparams={"target": {"steps": 2},
+                                                               "stats": {"n_samples": 20, "max_len": 32}},
+                      progress=False)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
