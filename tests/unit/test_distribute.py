@@ -7,7 +7,8 @@ from bluebook.core.distribute import Boundary, Direct, Distribution, Even, Singl
 LAYERS = [3, 4, 5, 6]
 
 
-@pytest.mark.parametrize("rule", [Even(), Boundary(), Direct(), SingleLayer(layer=4), SingleLayer(layer=4, direct=True)])
+@pytest.mark.parametrize("rule", [Even(), Boundary(), Direct(), SingleLayer(layer=4),
+                                  SingleLayer(layer=4, direct=True)])
 def test_every_strategy_is_a_distribution(rule):
     assert isinstance(rule, Distribution)
     plan = rule.plan(LAYERS)
