@@ -362,3 +362,24 @@ def test_regrouped_suffixes_give_the_same_targets(tiny, monkeypatch):
         one = optimize_targets(model, tok, [r], 1, cfg, TEMPLATES, progress=False)
         assert res.steps[j] == one.steps[0]
         assert (res.z[j] - one.z[0]).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("name", ["tiny-llama", "tiny-gpt2"])
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 0.01), (torch.bfloat16, 0.05)])
+def test_half_precision_edit_is_within_the_stated_tolerance_of_float32(cache_dir, name, dtype, tol):
+    """The same BLUE edit on a float16 (bfloat16) copy of a model: every update Δ within 1 % (5 %)
+    relative Frobenius distance of the float32 one (measured: at most 0.5 % and 3.3 %), same v* steps."""
+    hp = {"layers": [0, 1], "target": {"steps": 6}, "stats": {"n_samples": 20, "max_len": 48},
+          "context_templates": [["{}"]]}
+    m32, tok = bluebook.tiny_model(name)
+    ref = bluebook.edit(m32, tok, REQS[:2], "memit_blue", hparams=hp, progress=False)
+    half, tok = bluebook.tiny_model(name)
+    half = half.to(dtype)
+    with pytest.warns(RuntimeWarning, match="cast back"):
+        got = bluebook.edit(half, tok, REQS[:2], "memit_blue", hparams=hp, progress=False)
+    assert sorted(got.deltas) == sorted(ref.deltas) == [0, 1]
+    for l in ref.deltas:
+        a, b = got.deltas[l].double(), ref.deltas[l].double()
+        assert float((a - b).norm() / b.norm()) < tol, l
+    for l in ref.targets:
+        assert got.targets[l].steps == ref.targets[l].steps
