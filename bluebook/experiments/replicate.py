@@ -48,7 +48,7 @@ from bluebook.metrics.suite import AbilitySuite
 from bluebook.model.loading import load_model, model_fingerprint
 from bluebook.model.specs import proj_weight
 from bluebook.model.weights import restore_weights, snapshot_weights
-from bluebook.runs import PeakMemory, write_json
+from bluebook.runs import PeakMemory, atomic_write_bytes, write_json
 
 __all__ = ["COLUMNS", "UNEDITED", "CheckpointMismatch", "remember", "replicate", "results_table"]
 
@@ -168,13 +168,18 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
                           "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
         # checkpoint: new files first, then the progress file that points at them, then drop old ones
         wname, sname = f"weights_b{bi + 1}.safetensors", f"state_b{bi + 1}.safetensors"
-        write_safetensors(mdir / wname, {f"layer.{l}": proj_weight(model, l) for l in sorted(edited)})
-        state.save(mdir / sname)
         old = prog or {}
         prog = {"config": cfg, "batches_done": bi + 1, "n_batches": n_batches, "weights_file": wname,
                 "state_file": sname, "edited_layers": sorted(int(l) for l in edited), "batches": batch_log,
                 "evaluated": False}
-        write_json(progress_file, prog)
+        try:
+            write_safetensors(mdir / wname, {f"layer.{l}": proj_weight(model, l) for l in sorted(edited)})
+            state.save(mdir / sname)
+            write_json(progress_file, prog)
+        except OSError as exc:
+            raise OSError(exc.errno, f"{method}: could not write the checkpoint of batch {bi + 1} to {mdir} "
+                          f"({exc.strerror or exc}); the checkpoints of the batches before it are kept and "
+                          "rerunning the same command resumes from them") from exc
         for key in ("weights_file", "state_file"):
             if old.get(key) and old[key] != prog[key]:
                 (mdir / old[key]).unlink(missing_ok=True)
@@ -203,6 +208,17 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
+
+def _check_writable(out: Path) -> None:
+    """Fail before any work when the output folder cannot be written."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / ".write-test", b"")
+        (out / ".write-test").unlink()
+    except OSError as exc:
+        raise OSError(exc.errno, f"the output folder {out} is not writable ({exc.strerror or exc}); "
+                      "choose another out (--out)") from exc
+
 
 def _load_requests(dataset, n, data_path, requests):
     if requests is not None:
@@ -272,7 +288,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
     eval_points(len(reqs), int(batch), eval_every)        # a bad eval_every fails before any work
     case_ids = [r.case_id for r in reqs]
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_writable(out)
     log = print if progress else (lambda *a, **k: None)
 
     fingerprint = model_fingerprint(model)

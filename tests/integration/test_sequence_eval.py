@@ -1,6 +1,8 @@
 """Evaluation along a sequential run: points, stored files, exact edits, resume re-measures only
 what a changed plan needs, from the kept snapshots."""
+import errno
 import json
+import os
 
 import pytest
 import torch
@@ -155,3 +157,40 @@ def _run_methods(out, methods):
     reqs = bluebook.load_counterfact(n=N)
     return rep.replicate((model, tok), "counterfact", methods=methods, n=N, batch=BATCH, out=out, hparams=HP,
                          progress=False, requests=reqs), model
+
+
+def _failing_mkstemp(monkeypatch, fragment, err):
+    import tempfile
+
+    import bluebook.runs as runs_mod
+    real = tempfile.mkstemp
+
+    def mkstemp(*a, **k):
+        if fragment in str(k.get("prefix", "")):
+            raise OSError(err, os.strerror(err))
+        return real(*a, **k)
+    monkeypatch.setattr(runs_mod.tempfile, "mkstemp", mkstemp)
+
+
+def test_full_disk_during_a_checkpoint_keeps_what_was_written(tmp_path, cache_dir, monkeypatch):
+    ref, _ = _run(tmp_path / "ref", None)
+    _failing_mkstemp(monkeypatch, "weights_b2", errno.ENOSPC)
+    with pytest.raises(OSError, match=r"checkpoint of batch 2 .*No space left on device.* resumes") as info:
+        _run(tmp_path / "full", None)
+    assert info.value.errno == errno.ENOSPC
+    prog = json.loads((tmp_path / "full" / "memit_blue" / "progress.json").read_text())
+    assert prog["batches_done"] == 1 and (tmp_path / "full" / "memit_blue" / prog["weights_file"]).exists()
+    monkeypatch.undo()
+    again, _ = _run(tmp_path / "full", None)                  # space again: resumes to the same results
+    assert again["methods"]["memit_blue"]["summary"] == ref["methods"]["memit_blue"]["summary"]
+    a, b = _final(tmp_path / "full"), _final(tmp_path / "ref")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_unwritable_output_folder_fails_before_any_work(tmp_path, cache_dir, monkeypatch):
+    calls = []
+    monkeypatch.setattr(rep, "edit", lambda *a, **k: calls.append(1))
+    _failing_mkstemp(monkeypatch, ".write-test", errno.EROFS)
+    with pytest.raises(OSError, match=r"output folder .*ro.* is not writable .*Read-only file system"):
+        _run(tmp_path / "ro", None)
+    assert calls == []
