@@ -32,7 +32,7 @@ from bluebook.editor.result import EditResult
 from bluebook.editor.state import SequentialState
 from bluebook.model.loading import model_fingerprint
 from bluebook.model.specs import check_layers, proj_weight, spec_for
-from bluebook.model.tokens import check_tokenizer
+from bluebook.model.tokens import check_requests, check_tokenizer
 from bluebook.model.weights import add_deltas, preserved_weights, restore_weights
 
 __all__ = ["EditResult", "RunContext", "SequentialState", "critical_and_plan", "edit", "prepare_stats",
@@ -162,6 +162,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     if templates is None and cfg.context_templates is None and state.templates is not None:
         templates = state.templates        # sampled once per run, on the unedited model
     templates = context_templates(model, tok, seed=cfg.template_seed, fixed=templates or cfg.context_templates)
+    check_requests(model, tok, requests, templates)
     state.templates = templates
 
     ctx = RunContext(model, tok, cfg, state, progress)

@@ -129,3 +129,49 @@ def length_groups(lengths: list[int]) -> list[list[int]]:
         groups.append([r for b in buckets[i:j] for r in b])
         j = i
     return groups[::-1]
+
+
+def context_limit(model) -> int | None:
+    """The model's context length from its config (``max_position_embeddings``, ``n_positions``,
+    ``n_ctx``), or None when the config names none."""
+    cfg = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "n_ctx"):
+        v = getattr(cfg, name, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_requests(model, tok, requests, templates=()) -> None:
+    """Refuse a batch ``bluebook.edit`` cannot edit correctly, naming the field and value: duplicate
+    ``case_id`` values, a ``target_new`` that tokenizes to nothing, or a prompt with its target
+    (inside the longest context template) longer than the model's context. Warn when a subject's
+    last token merges with the text after it (the key is then read at the merged token, as in the
+    reference implementations)."""
+    import warnings
+
+    seen: dict = {}
+    for i, r in enumerate(requests):
+        if r.case_id is not None:
+            if r.case_id in seen:
+                raise ValueError(f"case_id {r.case_id!r} occurs twice in one batch (requests {seen[r.case_id]} and "
+                                 f"{i}): give each request its own case_id (or None)")
+            seen[r.case_id] = i
+    limit = context_limit(model)
+    extra = max((_n_tokens(tok, t.replace("{}", "")) for group in templates for t in group), default=0)
+    for i, r in enumerate(requests):
+        target = tok(" " + r.target_new.strip(), add_special_tokens=False)["input_ids"]
+        if not target:
+            raise ValueError(f"request {i} (case_id {r.case_id!r}): target_new {r.target_new!r} tokenizes to no tokens")
+        text = r.prompt.replace("{}", r.subject)
+        n = _n_tokens(tok, text) + len(target) + extra
+        if limit is not None and n > limit:
+            raise ValueError(f"request {i} (case_id {r.case_id!r}): the prompt with target_new "
+                             f"({r.target_new[:40]!r}..., {len(target)} tokens) and its context template needs "
+                             f"{n} positions, more than the model's context of {limit}")
+        prefix = r.prompt[: r.prompt.index("{}")]
+        head = tok(prefix + r.subject)["input_ids"]
+        if tok(text)["input_ids"][:len(head)] != head:
+            warnings.warn(f"request {i} (case_id {r.case_id!r}): the last token of subject {r.subject!r} merges with "
+                          f"the text after it in {text!r}; its key is read at the merged token", RuntimeWarning,
+                          stacklevel=3)

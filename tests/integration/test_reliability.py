@@ -227,3 +227,82 @@ def test_diverged_targets_stop_the_edit_and_leave_the_weights(monkeypatch):
                       progress=False)
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+# ---------------------------------------------------------------- bad or unusual input, end to end
+_HP = {"layers": [0, 1], "target": {"steps": 2}, "stats": {"n_samples": 20, "max_len": 48},
+       "context_templates": [["{}"]]}
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    return bluebook.tiny_model("tiny-llama")
+
+
+@pytest.mark.parametrize("reqs, match", [
+    ([EditRequest("The capital of {} is", "France", "Rome " * 400, "Paris", case_id=5)],
+     r"case_id 5\): the prompt with target_new .* 400 tokens.* more than the model's context of 256"),
+    ([EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=7),
+      EditRequest("{} plays", "Michael Jordan", "soccer", "basketball", case_id=7)],
+     r"case_id 7 occurs twice in one batch \(requests 0 and 1\)"),
+])
+def test_bad_batches_are_refused_naming_field_and_value(tiny_llama, cache_dir, reqs, match):
+    model, tok = tiny_llama
+    before = _weights(model)
+    with pytest.raises(ValueError, match=match):
+        bluebook.edit(model, tok, reqs, "memit_blue", hparams=_HP, progress=False)
+    assert _same(model, before)
+
+
+class _MergingTokenizer:
+    """Characters as tokens, except that "!," is one token (as byte-level BPE merges it)."""
+
+    def __call__(self, text, add_special_tokens=True):
+        ids, i = [], 0
+        while i < len(text):
+            if text.startswith("!,", i):
+                ids.append(1000)
+                i += 2
+            else:
+                ids.append(ord(text[i]))
+                i += 1
+        return {"input_ids": ids}
+
+
+def test_subject_merging_with_the_next_token_is_warned():
+    """CounterFact case 1003 ("Comic High!" before ", created in"): SmolLM2 merges "!," into one token."""
+    from bluebook.model.tokens import check_requests
+    tok = _MergingTokenizer()
+    merged = EditRequest("{}, created in", "Comic High!", "Japan", "France", case_id=1003)
+    with pytest.warns(RuntimeWarning, match=r"case_id 1003\): the last token of subject 'Comic High!' merges"):
+        check_requests(None, tok, [merged])
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_requests(None, tok, [EditRequest("{} was created in", "Comic High!", "Japan", "France")])
+
+
+@pytest.mark.parametrize("req", [
+    EditRequest("{} is where France meets Paris", "France", "Rome", "Paris", case_id=1),    # subject twice in the text
+    EditRequest("Die Hauptstadt von {} ist", "Österreich", "Zürich", "Wien", case_id=3),     # non-ASCII
+    EditRequest("{}的首都是", "日本", "大阪", "东京", case_id=4),                              # CJK
+    EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=8),               # no paraphrases/neighbours
+], ids=["subject-twice", "non-ascii", "cjk", "no-eval-prompts"])
+def test_legitimate_unusual_requests_edit_the_key_at_the_template_position(tiny_llama, cache_dir, req):
+    """The key is the subject's last token at the {} position (not another occurrence), the edit
+    realises its target there, and undo restores the weights bit for bit."""
+    from bluebook.core.keys import read_states
+    model, tok = tiny_llama
+    before = _weights(model)
+    res = bluebook.edit(model, tok, [req], "memit_blue", hparams={**_HP, "target": {"steps": 8}}, progress=False)
+    assert sorted(res.deltas) == [0, 1] and all(torch.isfinite(d).all() for d in res.deltas.values())
+    prefix = req.prompt[: req.prompt.index("{}")]
+    k_idx = len(tok(prefix + req.subject)["input_ids"]) - 1
+    st = read_states(model, tok, [req], key_layers=[0], hidden_layers=[0], templates=(("{}",),))
+    ids = tok(req.prompt.replace("{}", req.subject))["input_ids"]
+    assert 0 <= k_idx < len(ids)
+    # the first updated layer's key, read on the unedited model, is the one the edit solved for
+    assert torch.allclose(st.keys[0][:, 0], res.keys[0][:, 0], atol=1e-5)
+    res.apply()
+    res.undo()
+    assert _same(model, before)
