@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bluebook.core.methods import METHODS, parse_method
+from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
 from bluebook.editor import SequentialState, edit, prepare_stats, resolve_config
 from bluebook.experiments.sequence import (
@@ -50,7 +50,7 @@ from bluebook.model.specs import proj_weight
 from bluebook.model.weights import restore_weights, snapshot_weights
 from bluebook.runs import PeakMemory, atomic_write_bytes, write_json
 
-__all__ = ["COLUMNS", "UNEDITED", "CheckpointMismatch", "remember", "replicate", "results_table"]
+__all__ = ["COLUMNS", "PAPER_ORDER", "UNEDITED", "CheckpointMismatch", "remember", "replicate", "results_table"]
 
 
 class CheckpointMismatch(ValueError):
