@@ -30,6 +30,7 @@ from bluebook.core.templates import context_templates
 from bluebook.data import as_requests
 from bluebook.editor.result import EditResult
 from bluebook.editor.state import SequentialState
+from bluebook.model.device import check_materialized
 from bluebook.model.loading import model_fingerprint
 from bluebook.model.specs import check_layers, proj_weight, spec_for
 from bluebook.model.tokens import check_requests, check_tokenizer
@@ -149,6 +150,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     if not requests:
         raise ValueError("requests is empty: give at least one EditRequest")
     spec_for(model)
+    check_materialized(model)
     check_tokenizer(model, tok)
     cfg = resolve_config(model, method, hparams, layers)
     rule = distribution or method.distribution

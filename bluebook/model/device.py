@@ -32,3 +32,12 @@ def eval_mode(model):
     finally:
         if was_training:
             model.train()
+
+
+def check_materialized(model) -> None:
+    """Refuse a model whose weights are not loaded (on the ``meta`` device), before any work."""
+    meta = [n for n, p in model.named_parameters() if p.device.type == "meta"]
+    if meta:
+        raise ValueError(f"the model's weights are on the 'meta' device ({len(meta)} tensors, e.g. {meta[0]!r}): "
+                         "they were never loaded. Load the model with its weights (bluebook.load_model, or "
+                         "from_pretrained without device_map='meta') before editing")

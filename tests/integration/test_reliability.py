@@ -306,3 +306,25 @@ def test_legitimate_unusual_requests_edit_the_key_at_the_template_position(tiny_
     res.apply()
     res.undo()
     assert _same(model, before)
+
+
+def test_a_tokenizer_without_pad_token_gives_the_same_edit(tiny_llama, cache_dir):
+    """Padding is masked everywhere, so which id pads (the pad token, else end-of-text, else 0)
+    cannot change an edit: bit-identical updates with the pad token removed."""
+    import copy
+    model, tok = tiny_llama
+    reqs = [EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=1),
+            EditRequest("{} plays the sport of", "Michael Jordan", "soccer", "basketball", case_id=2)]
+    a = bluebook.edit(model, tok, reqs, "memit_blue", hparams=_HP, progress=False)
+    bare = copy.deepcopy(tok)
+    bare.pad_token = None
+    assert bare.pad_token_id is None
+    b = bluebook.edit(model, bare, reqs, "memit_blue", hparams=_HP, progress=False)
+    assert all(torch.equal(a.deltas[l], b.deltas[l]) for l in a.deltas)
+
+
+def test_a_model_on_the_meta_device_is_refused(cache_dir):
+    model, tok = bluebook.tiny_model("tiny-llama")
+    with pytest.raises(ValueError, match=r"on the 'meta' device .* never loaded"):
+        bluebook.edit(model.to("meta"), tok, [EditRequest("The capital of {} is", "France", "Rome", "Paris")],
+                      "memit_blue", hparams=_HP, progress=False)
