@@ -145,7 +145,7 @@ def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, 
         restore_weights(model, {l: weights[f"layer.{l}"] for l in layers})      # the checkpointed weights
         batch_log = list(prog.get("batches", []))
         log(f"[replicate] {method}: resuming after batch {done}/{n_batches}")
-        ev.catch_up(ev.edits_after(done - 1), log)
+        ev.catch_up(ev.edits_after(done - 1), layers, log)
 
     edited = set(prog.get("edited_layers", [])) if prog else set()
     bar = tqdm(total=n_batches, initial=done, desc=f"{method}", unit="batch", disable=not progress)

@@ -228,23 +228,34 @@ class PointEvaluator:
             write_json(path, rec)
         return rec, cases
 
-    def catch_up(self, done_edits: int, log) -> None:
-        """On resume: measure earlier points whose evaluation is missing or was made with another
-        plan, from their kept snapshots (the current weights are put back afterwards)."""
-        todo = [k for k in self.points if k < done_edits and valid_eval(eval_file(self.mdir, k), self.plan) is None]
+    def catch_up(self, done_edits: int, edited, log) -> None:
+        """On resume: measure the points up to ``done_edits`` (the checkpointed weights now loaded)
+        whose evaluation is missing or was made with another plan: from their kept snapshots, and the
+        point at ``done_edits`` itself on the current weights. The final point is left to the end of
+        the run. The current weights are put back afterwards."""
+        todo = [k for k in self.points if k <= done_edits and k < len(self.requests)
+                and valid_eval(eval_file(self.mdir, k), self.plan) is None]
         if not todo:
             return
-        layers = None
         current = None
         for k in todo:
+            if k == done_edits:
+                if current is not None:
+                    restore_weights(self.model, current)
+                    current = None
+                if not snapshot_file(self.mdir, k).exists():
+                    self.snapshot(k, edited)
+                log(f"[replicate] {self.mdir.name}: evaluating the point at {k} edits")
+                self.measure(k)
+                continue
             snap = snapshot_file(self.mdir, k)
             if not snap.exists():
                 log(f"[replicate] {self.mdir.name}: no snapshot at {k} edits, that point cannot be evaluated")
                 continue
             weights = read_safetensors(snap)
             layers = sorted(int(x.split(".")[1]) for x in weights)
-            if current is None:
-                current = snapshot_weights(self.model, layers, device="cpu")
+            current = current if current is not None else {}
+            current.update(snapshot_weights(self.model, [l for l in layers if l not in current], device="cpu"))
             restore_weights(self.model, {l: weights[f"layer.{l}"] for l in layers})
             log(f"[replicate] {self.mdir.name}: evaluating the snapshot at {k} edits")
             self.measure(k)

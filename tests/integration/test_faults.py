@@ -67,7 +67,10 @@ def reference(tmp_path_factory):
     return _results(base / "out")
 
 
-@pytest.mark.parametrize("kind,target,n", POINTS, ids=[f"{k}:{t.split('.')[-1]}:{n}" for k, t, n in POINTS])
+IDS = [f"{k}:{t if k == 'write' else t.split('.')[-1]}:{n}" for k, t, n in POINTS]
+
+
+@pytest.mark.parametrize("kind,target,n", POINTS, ids=IDS)
 def test_resume_after_sigkill_gives_the_uninterrupted_results(tmp_path, reference, kind, target, n):
     out, cache = tmp_path / "out", tmp_path / "cache"
     died = _run(out, cache, kind, target, n)
