@@ -37,10 +37,18 @@ def run_replicate(args) -> int:
     entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
              "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     append_jsonl(log, {**entry, "event": "start"})
+    import signal
+
+    def _stop(signum, frame):
+        raise SystemExit(128 + signum)           # a kill (SIGTERM) still records the end of the sitting
+    signal.signal(signal.SIGTERM, _stop)
     status = "error"
     try:
         status = str(_replicate(args))
         return int(status)
+    except SystemExit as exc:
+        status = f"stopped (exit {exc.code})"
+        raise
     finally:
         append_jsonl(log, {"pid": entry["pid"], "event": "end", "status": status,
                            "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - start, 1)})
