@@ -26,8 +26,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from bluebook.metrics import evaluate_counterfact, evaluate_zsre, summarize
-from bluebook.metrics.consistency import consistency_score
-from bluebook.metrics.fluency import generate_texts, ngram_entropy
+from bluebook.metrics.counterfact import add_generation_metrics
 from bluebook.metrics.intervals import interval
 from bluebook.metrics.suite import AbilitySuite
 from bluebook.model.specs import proj_weight
@@ -96,15 +95,7 @@ def _generation(model, tok, requests, cases, plan: EvalPlan) -> None:
     subset = requests[:plan.fluency_records] if plan.fluency_records else requests
     subset = [replace(r, generation_prompts=tuple(r.generation_prompts[:plan.fluency_prompts]))
               if plan.fluency_prompts else r for r in subset]
-    flat = [p for r in subset for p in r.generation_prompts]
-    texts = generate_texts(model, tok, flat, seed=plan.seed, batch_size=32) if flat else []
-    pos = 0
-    for r, case in zip(subset, cases):
-        mine = texts[pos:pos + len(r.generation_prompts)]
-        pos += len(r.generation_prompts)
-        case["text"] = mine
-        case["ngram_entropy"] = ngram_entropy(mine) if mine else None
-        case["reference_score"] = consistency_score(mine, r, plan.resources) if mine else None
+    add_generation_metrics(model, tok, subset, cases[:len(subset)], plan.resources, seed=plan.seed)
 
 
 def case_columns(cases, dataset: str) -> dict:

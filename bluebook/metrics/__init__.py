@@ -5,7 +5,11 @@
 * :mod:`~bluebook.metrics.fluency`: generation and n-gram entropy;
 * :mod:`~bluebook.metrics.consistency`: the tf-idf reference score;
 * :mod:`~bluebook.metrics.summary`: table numbers (:func:`summarize`) and :func:`evaluate`;
-* :mod:`~bluebook.metrics.ability`: general ability before/after editing.
+* :mod:`~bluebook.metrics.ability`: general ability before/after editing;
+* :mod:`~bluebook.metrics.suite` / :mod:`~bluebook.metrics.probes`: general ability along a run
+  (perplexity, known facts, zero-shot classification probes);
+* :mod:`~bluebook.metrics.intervals`: Wilson and bootstrap intervals; :mod:`~bluebook.metrics.claims`:
+  a paper's claim, our number and a verdict.
 
 Deviations from the reference code (all deliberate, see the docstrings for details)
 -----------------------------------------------------------------------------------
@@ -42,7 +46,7 @@ from bluebook.metrics.consistency import (
     tfidf_cosine,
     tfidf_vector,
 )
-from bluebook.metrics.counterfact import counterfact_case, evaluate_counterfact
+from bluebook.metrics.counterfact import add_generation_metrics, counterfact_case, evaluate_counterfact
 from bluebook.metrics.fluency import (
     clean_text,
     fluency_score,
@@ -67,7 +71,7 @@ __all__ = [
     "continuation_nll", "token_accuracy", "joint_tokenization_agrees", "prefix_ids", "continuation_ids",
     "logits_at",
     # per-case metrics
-    "evaluate_counterfact", "counterfact_case", "evaluate_zsre", "zsre_neighborhood_prompt",
+    "evaluate_counterfact", "counterfact_case", "add_generation_metrics", "evaluate_zsre", "zsre_neighborhood_prompt",
     # fluency
     "text_ngram_entropy", "ngram_entropy", "fluency_score", "generate_texts", "word_tokens", "clean_text",
     # consistency

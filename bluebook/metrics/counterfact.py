@@ -9,7 +9,7 @@ from bluebook.metrics.consistency import ConsistencyResources, consistency_score
 from bluebook.metrics.fluency import generate_texts, ngram_entropy
 from bluebook.metrics.scoring import GROUPS, continuation_nll, mean_or_none
 
-__all__ = ["evaluate_counterfact", "counterfact_case"]
+__all__ = ["evaluate_counterfact", "counterfact_case", "add_generation_metrics"]
 
 
 def _cf_prompt_sets(req: EditRequest) -> dict[str, list[str]]:
@@ -98,17 +98,26 @@ def evaluate_counterfact(model, tok, requests, batch_size: int = 64, generation:
         cases.append(case)
 
     if generation:
-        flat = [p for r in reqs for p in r.generation_prompts]
-        texts = generate_texts(model, tok, flat, max_out_len=max_out_len, top_k=top_k, seed=seed,
-                               batch_size=gen_batch_size) if flat else []
-        pos = 0
-        for r, case in zip(reqs, cases):
-            mine = texts[pos:pos + len(r.generation_prompts)]
-            pos += len(r.generation_prompts)
-            case["text"] = mine
-            case["ngram_entropy"] = ngram_entropy(mine) if mine else None
-            case["reference_score"] = consistency_score(mine, r, resources) if mine else None
+        add_generation_metrics(model, tok, reqs, cases, resources, max_out_len=max_out_len, top_k=top_k, seed=seed,
+                               gen_batch_size=gen_batch_size)
     return cases
+
+
+def add_generation_metrics(model, tok, requests, cases, resources: ConsistencyResources | None = None,
+                           max_out_len: int = 100, top_k: int = 5, seed: int = 0, gen_batch_size: int = 32) -> None:
+    """Generate one sample per ``generation_prompts`` entry of each request (all prompts of all
+    requests batched together) and write ``text``, ``ngram_entropy`` and ``reference_score`` into
+    the matching case dicts (``cases[i]`` belongs to ``requests[i]``)."""
+    flat = [p for r in requests for p in r.generation_prompts]
+    texts = generate_texts(model, tok, flat, max_out_len=max_out_len, top_k=top_k, seed=seed,
+                           batch_size=gen_batch_size) if flat else []
+    pos = 0
+    for r, case in zip(requests, cases):
+        mine = texts[pos:pos + len(r.generation_prompts)]
+        pos += len(r.generation_prompts)
+        case["text"] = mine
+        case["ngram_entropy"] = ngram_entropy(mine) if mine else None
+        case["reference_score"] = consistency_score(mine, r, resources) if mine else None
 
 
 def counterfact_case(model, tok, req, **kw) -> dict:

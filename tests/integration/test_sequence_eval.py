@@ -194,3 +194,22 @@ def test_unwritable_output_folder_fails_before_any_work(tmp_path, cache_dir, mon
     with pytest.raises(OSError, match=r"output folder .*ro.* is not writable .*Read-only file system"):
         _run(tmp_path / "ro", None)
     assert calls == []
+
+
+def test_fluency_subset_is_the_first_records_and_prompts(cache_dir):
+    """An evaluation point with fluency_records=2, fluency_prompts=1 generates exactly for the first
+    two records' first prompts, the texts evaluate_counterfact(generation=True) gives for them."""
+    from dataclasses import replace
+
+    from bluebook.experiments.sequence import evaluate_point
+    from bluebook.metrics import evaluate_counterfact
+    model, tok = tiny_model("tiny-gpt2")
+    reqs = bluebook.load_counterfact(n=3)
+    plan = EvalPlan(generation=True, fluency_records=2, fluency_prompts=1, seed=3)
+    rec, cases = evaluate_point(model, tok, reqs, plan)
+    assert [len(c.get("text", [])) for c in cases] == [1, 1, 0]
+    assert rec["columns"]["fluency"][2] is None and rec["intervals"]["fluency"]["n"] == 2
+    trimmed = [replace(r, generation_prompts=r.generation_prompts[:1]) for r in reqs[:2]]
+    ref = evaluate_counterfact(model, tok, trimmed, generation=True, seed=3)
+    assert [c["text"] for c in cases[:2]] == [c["text"] for c in ref]
+    assert [c["ngram_entropy"] for c in cases[:2]] == [c["ngram_entropy"] for c in ref]
