@@ -173,4 +173,4 @@ def prune_restrain(delta: torch.Tensor, sigma_max: float) -> torch.Tensor:
 
 
 def top_singular_value(W: torch.Tensor) -> float:
-    return float(torch.linalg.matrix_norm(W.to(torch.float64), ord=2))
+    return float(torch.linalg.matrix_norm(W.detach().to(torch.float64), ord=2))
