@@ -100,8 +100,8 @@ def _check_config(found: dict, expected: dict, where: Path, edited: int = 0) -> 
     long as the ``edited`` records it has already applied are the first ones of the new list."""
     diff = [k for k in expected if k not in ("n", "case_ids") and found.get(k) != expected[k]]
     old_ids, new_ids = list(found.get("case_ids") or []), list(expected.get("case_ids") or [])
-    if len(new_ids) < edited or old_ids[:edited] != new_ids[:edited] or \
-            old_ids[:min(len(old_ids), len(new_ids))] != new_ids[:min(len(old_ids), len(new_ids))]:
+    common = min(len(old_ids), len(new_ids))            # one list must be a prefix of the other
+    if len(new_ids) < edited or old_ids[:common] != new_ids[:common]:
         diff.append("case_ids")
     if diff:
         shown = "; ".join(f"{k}: checkpoint {str(found.get(k))[:80]!r} vs now {str(expected[k])[:80]!r}"

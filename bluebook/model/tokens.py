@@ -164,14 +164,15 @@ def check_requests(model, tok, requests, templates=()) -> None:
         if not target:
             raise ValueError(f"request {i} (case_id {r.case_id!r}): target_new {r.target_new!r} tokenizes to no tokens")
         text = r.prompt.replace("{}", r.subject)
-        n = _n_tokens(tok, text) + len(target) + extra
+        ids = tok(text)["input_ids"]
+        n = len(ids) + len(target) + extra
         if limit is not None and n > limit:
             raise ValueError(f"request {i} (case_id {r.case_id!r}): the prompt with target_new "
                              f"({r.target_new[:40]!r}..., {len(target)} tokens) and its context template needs "
                              f"{n} positions, more than the model's context of {limit}")
         prefix = r.prompt[: r.prompt.index("{}")]
         head = tok(prefix + r.subject)["input_ids"]
-        if tok(text)["input_ids"][:len(head)] != head:
+        if ids[:len(head)] != head:
             warnings.warn(f"request {i} (case_id {r.case_id!r}): the last token of subject {r.subject!r} merges with "
                           f"the text after it in {text!r}; its key is read at the merged token", RuntimeWarning,
                           stacklevel=3)
