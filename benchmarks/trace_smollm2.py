@@ -8,6 +8,8 @@ the recorded evidence for the embedded model's critical layers.
 
     .venv/bin/python benchmarks/trace_smollm2.py                 # the recorded configuration
     .venv/bin/python benchmarks/trace_smollm2.py --positions all # every token position (much slower)
+    # notebook 02's recorded tier: ROME's 10-layer windows, per-prompt curves kept
+    .venv/bin/python benchmarks/trace_smollm2.py --window 10 --out bluebook/assets/smollm2_tracing_window10.json
 """
 from __future__ import annotations
 
@@ -26,9 +28,23 @@ sys.path.insert(0, str(ROOT))
 
 from bluebook.locate import embedding_noise_scale, filter_known, peak_layer, propose_critical_layers, trace_many  # noqa: E402
 from bluebook.model.loading import load_model  # noqa: E402
-from bluebook.runs import write_json  # noqa: E402
+from bluebook.runs import source_commit, write_json  # noqa: E402
 
-SHARED_SUBSET = Path("/work/shared/data/counterfact/counterfact_subset.json")
+
+def _portable(arg: str) -> str:
+    """A command-line argument as it can be committed: paths inside the checkout made relative."""
+    p = Path(arg)
+    if p.is_absolute():
+        return str(p.relative_to(ROOT)) if ROOT in p.parents else p.name
+    return arg
+
+
+def _subject_last(trace, kind):
+    """One prompt's indirect effect of ``kind`` per layer at the subject's last token."""
+    return trace.indirect_effect(kind)[trace.subject_range[1]]
+
+# a source checkout beside ../shared
+SHARED_SUBSET = ROOT.parent / "shared" / "data" / "counterfact" / "counterfact_subset.json"
 DEFAULT_OUT = ROOT / "bluebook" / "assets" / "smollm2_tracing.json"
 
 
@@ -122,6 +138,8 @@ def main(argv=None) -> int:
         "mean_low": summary.low,
         "mean_high": summary.high,
         "ie_subject_last": {k: r(summary.curves[k]) for k in summary.kinds},
+        # per prompt (rows) and layer (columns), at the subject's last token: for intervals over prompts
+        "ie_subject_last_per_prompt": {k: [r(_subject_last(t, k)) for t in summary.per_prompt] for k in summary.kinds},
         "peak_mlp_layer": peak,
         "proposed_window": window,
         "proposed_window_rule": f"{args.width} consecutive layers maximising the summed MLP indirect effect",
@@ -141,6 +159,10 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                      "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/trace_smollm2.py " + " ".join(
+            _portable(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "commit": source_commit(),
+        "wall_s": round(runtime, 1),
     }
     write_json(args.out, record)
     print(f"wrote {args.out}")

@@ -48,6 +48,7 @@ import bluebook
 from bluebook import analysis
 from bluebook.core.config import with_overrides
 from bluebook.core.templates import context_templates
+from bluebook.metrics.claims import claims_frame, paired_claim, threshold_claim
 from bluebook.model.device import resolve_device
 from bluebook.plots import analysis as aplots
 from bluebook.plots import show
@@ -139,43 +140,67 @@ fig = aplots.single_layer_bars(single)
 show(fig, output_dir, "single_layer")
 
 # %% [markdown]
-# ## 5. Compared with the paper
+# ## 5. Claims and verdicts
 #
 # The paper reports (GPT2-XL, GPT-J, Llama3-8B, 200 requests): `s_dist ≈ 1` only at `L`, below 0.7 at
-# every other critical layer and below 0.1 at the first; `s_comp ≈ 1` at every layer; the cosine
-# between distributed and direct residuals decreasing with the distance to `L`; and direct residuals
-# giving about 3× the single-layer efficacy of distributed ones. The next cell evaluates each of these
-# statements on *this* run and prints whether it holds; nothing is asserted beyond the identities
-# above, because on a 135M-parameter model with a CI-sized sample some of them need not hold.
+# every other critical layer and below 0.1 at the first; `s_direct ≈ 1` at every layer; the cosine
+# between distributed and direct residuals falling with the distance to `L`; and direct residuals
+# giving several times the single-layer efficacy of distributed ones. Each statement is tested on
+# per-request values with a 95 % interval (bootstrap over requests; paired where two residuals are
+# compared on the same request).
+#
+# **Which distributed residual.** Every number here uses the share the *first* MEMIT step would give
+# layer `l` on the unedited model, `δ^L/(N_L − i)` with `δ^L` optimised at `L` (§1). In a real MEMIT
+# edit the later layers re-measure what is left after the earlier ones are updated; that is not this
+# quantity, and notebook 06 (steps per layer) is the experiment about it.
+#
+# **Budget.** `s_direct ≈ 1` needs v* to reach `p(o*) ≈ 1`; with few steps (the CI profile: 8) it
+# stops short, so that claim is about the optimiser's budget as much as about the paper. The mean
+# target probability the direct optimisation reached is printed with it.
 
 # %%
 first = layers[0]
 inner = [l for l in layers if l != L]
+sd, sr = scores.s_distributed, scores.s_direct
+eff = {kind: {l: np.array([c["rewrite_success"] for c in single[l]["cases"][kind]], dtype=float) for l in inner}
+       for kind in ("distributed", "direct")}
+cos = {l: np.asarray(res.cosine[l], dtype=float) for l in layers}
+prob_reached = res.mean("prob")
+weakest = min(inner, key=lambda l: float(np.mean(sr[l])))
+claims = {
+    "s_dist_first_below_0.1": threshold_claim(
+        "the distributed residual contributes s < 0.1 at the first critical layer", sd[first], 0.1, direction=-1),
+    "s_dist_inner_below_0.7": threshold_claim(
+        f"the distributed residual contributes s < 0.7 below L (tested at layer {layers[-2]}, the largest)",
+        sd[layers[-2]], 0.7, direction=-1),
+    "s_direct_above_s_dist": paired_claim(
+        "the direct residual contributes more than the distributed one below L (mean over those layers)",
+        np.mean([sr[l] for l in inner], axis=0), np.mean([sd[l] for l in inner], axis=0)),
+    "s_direct_near_1": threshold_claim(
+        f"the direct residual contributes s ≈ 1 at every critical layer (tested at layer {weakest}, the weakest:"
+        " mean > 0.9)", sr[weakest], 0.9,
+        note=f"v* reached p(o*) {min(prob_reached.values()):.2f}–{max(prob_reached.values()):.2f} with "
+             f"{cfg.target.steps} steps"),
+    "cosine_falls_with_distance": paired_claim(
+        f"the cosine of distributed and direct residuals is lower far from L (layer {first}) than next to it "
+        f"(layer {layers[-2]})", cos[first], cos[layers[-2]], direction=-1),
+    "single_layer_direct_beats_distributed": paired_claim(
+        "editing one layer below L with the direct residual gives higher efficacy than with the distributed one "
+        "(mean over those layers, ×100)", np.mean([eff["direct"][l] for l in inner], axis=0),
+        np.mean([eff["distributed"][l] for l in inner], axis=0), scale=100.0),
+}
 eff_dist = float(np.mean([single[l]["distributed"]["efficacy"] for l in inner]))
 eff_direct = float(np.mean([single[l]["direct"]["efficacy"] for l in inner]))
 ratio = eff_direct / eff_dist if eff_dist > 0 else float("inf")
-cos_inner = [cos_mean[l] for l in layers]
-claims = {
-    "s_dist at L >= 0.9": s_dist[L] >= 0.9,
-    "s_dist < 0.7 at every l < L": all(s_dist[l] < 0.7 for l in inner),
-    "s_dist < 0.1 at the first layer": s_dist[first] < 0.1,
-    "s_direct >= 0.9 at every layer": all(v >= 0.9 for v in s_direct.values()),
-    "s_direct > s_dist at every l < L": all(s_direct[l] > s_dist[l] for l in inner),
-    "cosine non-decreasing towards L": all(a <= b + 1e-9 for a, b in zip(cos_inner, cos_inner[1:])),
-    "direct/distributed single-layer efficacy >= 3 (l < L)": ratio >= 3,
-    "direct > distributed single-layer efficacy (l < L)": eff_direct > eff_dist,
-}
-for k, v in claims.items():
-    print(f"{'agrees   ' if v else 'DISAGREES'}  {k}")
 print(f"mean single-layer efficacy over l < L: distributed {eff_dist:.1f}, direct {eff_direct:.1f}, ratio {ratio:.2f}")
-print(f"mean v* probability reached by the direct optimisation per layer: {res.mean('prob')}")
+print(f"mean v* probability reached by the direct optimisation per layer: {prob_reached}")
+claims_frame(claims)[["ours", "low", "high", "n", "verdict", "note"]]
 
 # %% [markdown]
-# **Reading the result.** The contribution of the direct residual is bounded by how far the v*
-# optimisation got: with few steps (the CI profile uses 8) or strong weight decay/clamping the target
-# probability stays below 1 at every layer, so `s_direct` sits below the paper's ≈1 even where it
-# clearly beats `s_dist`. The printed lines above say, for this run, which of the paper's statements
-# are reproduced; the full profile (200 requests, 25 steps) is the one to compare with the paper.
+# **Reading the result.** The verdicts say which of the paper's statements this run reproduces,
+# each with its interval; with a CI-sized sample most intervals are wide. The full profile
+# (`params/full/04_residual_distribution.yaml`: 200 requests, the preset's 25 steps) is the run to
+# compare with the paper.
 
 # %%
 metrics = {
@@ -195,7 +220,7 @@ metrics = {
     "single_layer_efficacy_distributed_mean": eff_dist,
     "single_layer_efficacy_direct_mean": eff_direct,
     "single_layer_efficacy_ratio": ratio if np.isfinite(ratio) else None,
-    "paper_claims": {k: bool(v) for k, v in claims.items()},
+    "claims": claims,
 }
 write_metrics(output_dir, metrics)
 bluebook.runs.jsonable(metrics)  # what metrics.json holds

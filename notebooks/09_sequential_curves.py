@@ -47,9 +47,9 @@ from pathlib import Path
 import pandas as pd
 
 from bluebook import runs
-from bluebook.experiments import curves
+from bluebook.experiments import curves, verdicts
 from bluebook.experiments.paper import paper_rows
-from bluebook.metrics.claims import claim, difference_verdict, separation_verdict
+from bluebook.metrics.claims import claims_frame
 from bluebook.plots import curves as cplots
 from bluebook.plots import show
 
@@ -194,38 +194,10 @@ for name, run in loaded.items():
 # per-record pairing across models, so there the two intervals must not overlap.
 
 # %%
-for name, run in loaded.items():
-    pts = {}
-    for m, r in run.methods.items():
-        pts[m] = set(r.points)
-    for base in ("memit", "alphaedit", "rect", "prune"):
-        blue = f"{base}_blue"
-        if base not in pts or blue not in pts or not pts[base] & pts[blue]:
-            if base in pts or blue in pts:
-                metrics["claims"][f"{name}:{blue}>{base}"] = claim(
-                    "BLUE outperforms its base method", None, None, None, "inconclusive", "recorded",
-                    "not measured: the pair has no common evaluation point yet")
-            continue
-        k = max(pts[base] & pts[blue])
-        diffs = curves.pair_differences(run, k)[base]
-        for metric, d in diffs.items():
-            if metric in ("consistency",):
-                continue
-            metrics["claims"][f"{name}:{blue}>{base}:{metric}"] = claim(
-                f"{blue} has higher {metric} than {base} (sequential editing)",
-                d["value"], [d["low"], d["high"]], d["n"], difference_verdict(d["low"], d["high"]), "recorded",
-                f"paired difference ×100 at {k} edits of {run.config.get('n')} planned")
-        ab_blue, ab_base = run.methods[blue].evals[k].get("ability"), run.methods[base].evals[k].get("ability")
-        if ab_blue and ab_base and "perplexity" in ab_blue and "perplexity" in ab_base:
-            pb, pa = ab_blue["perplexity"], ab_base["perplexity"]
-            metrics["claims"][f"{name}:{blue}>{base}:perplexity"] = claim(
-                f"{blue} preserves general ability better than {base} (lower held-out perplexity)",
-                round(pb["value"] - pa["value"], 3), None, pb["n_texts"],
-                separation_verdict(pb, pa, direction=-1), "recorded",
-                f"at {k} edits; {blue} {pb['value']:.2f} [{pb['low']:.2f}, {pb['high']:.2f}] vs "
-                f"{base} {pa['value']:.2f} [{pa['low']:.2f}, {pa['high']:.2f}] (unpaired intervals)")
+for run in loaded.values():
+    metrics["claims"].update(verdicts.recorded_blue_vs_base(run))
 
-claims_table = pd.DataFrame(metrics["claims"]).T
+claims_table = claims_frame(metrics["claims"])
 claims_table
 
 # %%

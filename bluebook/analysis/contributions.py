@@ -149,7 +149,8 @@ def single_layer_editing(model, tok, requests, layers=None, cfg: EditConfig | No
     each batch evaluated while applied and then undone, so the model is unchanged on return.
     ``residuals`` (from :func:`residuals_per_layer` on the same requests) supplies the v* targets so
     no optimisation is repeated. Returns ``{"distributed": summary, "direct": summary, "unedited":
-    summary}`` with :func:`bluebook.metrics.summarize` dicts, plus ``"layer"``.
+    summary}`` with :func:`bluebook.metrics.summarize` dicts, plus ``"layer"`` and ``"cases"``
+    (``{kind: per-record evaluation dicts}``, for paired comparisons).
     """
     requests = as_requests(requests)
     cfg = cfg or preset_for(model, method)
@@ -159,7 +160,8 @@ def single_layer_editing(model, tok, requests, layers=None, cfg: EditConfig | No
         raise ValueError(f"layer must be one of the critical layers {layers}, got {layer!r}")
     templates = resolve_templates(model, tok, cfg, templates)
     L = layers[-1]
-    out = {"layer": layer, "unedited": summarize(evaluate_counterfact(model, tok, requests))}
+    unedited = evaluate_counterfact(model, tok, requests)
+    out = {"layer": layer, "unedited": summarize(unedited), "cases": {"unedited": unedited}}
     for kind, direct in (("distributed", False), ("direct", True)):
         tl = layer if direct else L
         cases = []
@@ -174,4 +176,5 @@ def single_layer_editing(model, tok, requests, layers=None, cfg: EditConfig | No
             with res:
                 cases += evaluate_counterfact(model, tok, batch)
         out[kind] = summarize(cases)
+        out["cases"][kind] = cases
     return out

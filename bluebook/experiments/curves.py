@@ -17,9 +17,9 @@ from pathlib import Path
 from bluebook.core.names import split_method
 from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
 from bluebook.metrics.intervals import interval, paired_difference
-from bluebook.runs import write_json
+from bluebook.runs import atomic_write_text, write_json
 
-__all__ = ["MethodRun", "Run", "load_run", "curve_rows", "pair_differences", "table_at", "export_run",
+__all__ = ["MethodRun", "Run", "load_run", "curve_rows", "pair_differences", "table_at", "export_run", "sittings",
            "COMMITTED"]
 
 #: Files of a run folder that are results (committed); weights, states, snapshots and the full
@@ -190,6 +190,27 @@ def table_at(run: Run, k: int | None = None) -> dict:
     return {"edits": k, "rows": rows}
 
 
+def _portable_command(command: str, folder: Path) -> str:
+    for form in {str(folder), str(folder.resolve())}:
+        command = command.replace(form, f"$RUNS/{folder.name}")
+    return command
+
+
+def sittings(run: Run) -> list[dict]:
+    """One row per CLI invocation that worked on ``run``: its command, commit, machine, start, end,
+    wall time and how it ended (start and end events joined by process id; an invocation still
+    running, or killed without a trace, has no end)."""
+    rows = []
+    for n, i in enumerate(run.invocations):
+        if i.get("event") == "start":
+            e = next((j for j in run.invocations[n + 1:] if j.get("event") == "end" and j.get("pid") == i.get("pid")),
+                     {})
+            rows.append({"command": i.get("command"), "commit": i.get("commit"), "machine": i.get("machine"),
+                         "started": i.get("started"), "ended": e.get("ended"), "wall_s": e.get("wall_s"),
+                         "status": e.get("status")})
+    return rows
+
+
 def export_run(src: str | Path, dst: str | Path) -> list[Path]:
     """Copy the result files of run folder ``src`` (:data:`COMMITTED`, plus ``invocations.jsonl``)
     to ``dst`` and write ``dst/status.json`` (how far each method got). Returns the files written."""
@@ -204,7 +225,16 @@ def export_run(src: str | Path, dst: str | Path) -> list[Path]:
                 shutil.copyfile(f, target)
                 written.append(target)
     if (src / "invocations.jsonl").exists():
-        shutil.copyfile(src / "invocations.jsonl", dst / "invocations.jsonl")
+        # the commands name the run folder by its absolute path on the machine that ran them; the
+        # committed copy names it as the recording script does ($RUNS/<folder name>)
+        lines = []
+        for line in (src / "invocations.jsonl").read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                if "command" in rec:
+                    rec["command"] = _portable_command(rec["command"], src)
+                lines.append(json.dumps(rec))
+        atomic_write_text(dst / "invocations.jsonl", "\n".join(lines) + "\n")
         written.append(dst / "invocations.jsonl")
     status = {"dataset": run.dataset, "n": run.config.get("n"), "batch": run.config.get("batch"),
               "methods": {m: {"batches_done": r.batches_done, "n_batches": r.n_batches, "edits_done": r.edits_done,

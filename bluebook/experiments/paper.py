@@ -30,3 +30,14 @@ PAPER_TABLES = {
 def paper_rows(dataset: str) -> dict:
     """``{model: {method: {metric: value}}}`` the paper reports for ``dataset``."""
     return {model: rows for (ds, model), rows in PAPER_TABLES.items() if ds == dataset}
+
+
+def paper_difference(dataset: str, base: str, metric: str) -> str:
+    """The paper's BLUE − base difference for ``metric`` as words, e.g. ``"+33.92 (Llama3-8B), +1.15
+    (GPT-J)"``; ``"not reported"`` where the paper's tables have no such pair."""
+    parts = []
+    for model, rows in paper_rows(dataset).items():
+        a, b = rows.get(f"{base}_blue", {}).get(metric), rows.get(base, {}).get(metric)
+        if a is not None and b is not None:
+            parts.append(f"{a - b:+.2f} ({model})")
+    return ", ".join(parts) if parts else "not reported"

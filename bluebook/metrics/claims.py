@@ -15,7 +15,8 @@ small sample) or ``"recorded"`` (committed full-size results, with their provena
 """
 from __future__ import annotations
 
-__all__ = ["VERDICTS", "difference_verdict", "separation_verdict", "claim"]
+__all__ = ["VERDICTS", "SMALL_SAMPLE", "difference_verdict", "separation_verdict", "claim", "threshold_claim",
+           "paired_claim", "correlation_claim", "all_hold_claim", "decide", "claims_frame", "check_claims"]
 
 VERDICTS = ("agrees", "disagrees", "inconclusive")
 
@@ -62,3 +63,129 @@ def claim(paper: str, ours, interval, n: int | None, verdict: str, evidence: str
     return {"paper": paper, "ours": ours, "interval": None if interval is None else [float(interval[0]),
                                                                                     float(interval[1])],
             "n": n, "verdict": verdict, "evidence": evidence, "note": note}
+
+
+# --------------------------------------------------------------------------------------------
+# claims computed from per-record values
+
+SMALL_SAMPLE = 50   # below this many records a live claim is labelled a small sample
+
+
+def _label(note: str, n: int | None, evidence: str) -> str:
+    if evidence == "live" and n is not None and n < SMALL_SAMPLE:
+        tag = f"small live sample (n={n}): illustrates the computation, not the paper's effect size"
+        return f"{tag}; {note}" if note else tag
+    return note
+
+
+def threshold_claim(paper: str, values, threshold: float, direction: int = 1, evidence: str = "live",
+                    note: str = "", scale: float = 1.0) -> dict:
+    """"The mean of ``values`` is above ``threshold``" (``direction=1``; ``-1``: below), from the
+    interval of the mean (Wilson for 0/1 values, bootstrap otherwise; :func:`~bluebook.metrics.intervals.interval`).
+    ``threshold`` is on the scale of the result (``scale`` times the values)."""
+    from bluebook.metrics.intervals import interval
+
+    est = interval(list(values), scale=scale)
+    verdict = difference_verdict(est.low - threshold, est.high - threshold, direction)
+    return claim(paper, round(est.value, 6), (est.low, est.high), est.n, verdict, evidence,
+                 _label(note, est.n, evidence))
+
+
+def paired_claim(paper: str, a, b, direction: int = 1, evidence: str = "live", note: str = "",
+                 scale: float = 1.0, margin: float = 0.0) -> dict:
+    """"``a`` is higher than ``b`` on the same records" (``direction=1``; ``-1``: lower): ``ours`` is
+    ``mean(a − b)`` with a paired bootstrap interval (:func:`~bluebook.metrics.intervals.paired_difference`)."""
+    from bluebook.metrics.intervals import paired_difference
+
+    est = paired_difference(list(a), list(b), scale=scale)
+    verdict = difference_verdict(est.low, est.high, direction, margin)
+    return claim(paper, round(est.value, 6), (est.low, est.high), est.n, verdict, evidence,
+                 _label(note, est.n, evidence))
+
+
+def correlation_claim(paper: str, x, y, direction: int = 1, evidence: str = "live", note: str = "",
+                      n_resamples: int = 2000, seed: int = 0) -> dict:
+    """"``y`` rises with ``x``" (``direction=1``; ``-1``: falls): ``ours`` is Spearman's rank
+    correlation, its interval a percentile bootstrap over the (x, y) pairs resampled jointly
+    (``scipy.stats``). Pairs that share a request or a layer are not independent; say so in ``note``."""
+    import numpy as np
+    from scipy.stats import bootstrap, spearmanr
+
+    x, y = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
+    if x.shape != y.shape or x.size < 3:
+        raise ValueError(f"correlation_claim: need two equally long samples of at least 3, got {x.size} and {y.size}")
+    if np.unique(x).size < 2 or np.unique(y).size < 2:
+        raise ValueError("correlation_claim: x or y is constant; a rank correlation is undefined")
+    rho = float(spearmanr(x, y).statistic)
+
+    def stat(a, b):
+        r = spearmanr(a, b).statistic
+        return 0.0 if np.isnan(r) else r        # a resample with a constant side carries no ordering
+
+    res = bootstrap((x, y), stat, paired=True, vectorized=False, confidence_level=0.95, n_resamples=n_resamples,
+                    method="percentile", random_state=np.random.default_rng(seed))
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    lo, hi = min(lo, rho), max(hi, rho)
+    return claim(paper, round(rho, 6), (lo, hi), int(x.size), difference_verdict(lo, hi, direction), evidence,
+                 _label(note, int(x.size), evidence))
+
+
+def all_hold_claim(paper: str, flags, evidence: str = "live", note: str = "") -> dict:
+    """A statement that must hold for *every* case (a theorem, an identity): ``ours`` is the fraction
+    of cases where it holds, with its Wilson interval; one counterexample is a disagreement, and no
+    counterexample is an agreement (a test of a proof, not an estimate of a rate)."""
+    from bluebook.metrics.intervals import wilson
+
+    flags = [bool(f) for f in flags]
+    if not flags:
+        raise ValueError("all_hold_claim: no cases")
+    est = wilson(sum(flags), len(flags))
+    return claim(paper, round(est.value, 6), (est.low, est.high), est.n, "agrees" if all(flags) else "disagrees",
+                 evidence, note)
+
+
+def decide(live: dict | None, recorded: dict | None = None) -> dict:
+    """One claim from its two tiers of evidence. The live verdict stands when it is decisive; when it
+    is inconclusive (its interval too wide) and a recorded one exists, the recorded verdict is used
+    and the note says so. Both tiers are kept under ``"live"`` and ``"recorded"``."""
+    if live is None and recorded is None:
+        raise ValueError("decide: neither a live nor a recorded claim")
+    if live is not None and (live["verdict"] != "inconclusive" or recorded is None):
+        out = dict(live)
+    else:
+        out = dict(recorded)
+        if live is not None:
+            out["note"] = ("live run inconclusive (n=%s); verdict from the recorded evidence" % live["n"]
+                           + (f"; {recorded['note']}" if recorded.get("note") else ""))
+    out["live"], out["recorded"] = live, recorded
+    return out
+
+
+def claims_frame(claims: dict):
+    """The claims as a pandas table (one row per claim; the interval as ``low``/``high``)."""
+    import pandas as pd
+
+    rows = []
+    for name, c in claims.items():
+        iv = c.get("interval") or (None, None)
+        rows.append({"claim": name, "paper": c["paper"], "ours": c["ours"], "low": iv[0], "high": iv[1],
+                     "n": c["n"], "verdict": c["verdict"], "evidence": c["evidence"], "note": c.get("note", "")})
+    return pd.DataFrame(rows).set_index("claim") if rows else pd.DataFrame(
+        columns=["paper", "ours", "low", "high", "n", "verdict", "evidence", "note"])
+
+
+def check_claims(claims: dict) -> None:
+    """Raise ``ValueError`` naming the claim and field unless every entry has the documented shape."""
+    if not isinstance(claims, dict) or not claims:
+        raise ValueError(f"claims must be a non-empty dict, got {type(claims).__name__} {claims!r:.80}")
+    for name, c in claims.items():
+        for key in ("paper", "ours", "interval", "n", "verdict", "evidence"):
+            if key not in c:
+                raise ValueError(f"claim {name!r} has no {key!r}")
+        if c["verdict"] not in VERDICTS:
+            raise ValueError(f"claim {name!r}: verdict {c['verdict']!r} is not one of {VERDICTS}")
+        if c["evidence"] not in ("live", "recorded"):
+            raise ValueError(f"claim {name!r}: evidence {c['evidence']!r} is not 'live' or 'recorded'")
+        iv = c["interval"]
+        if iv is not None and (len(iv) != 2 or not iv[0] <= iv[1]):
+            raise ValueError(f"claim {name!r}: interval {iv!r} is not [low, high]")

@@ -23,7 +23,7 @@ def test_09_on_a_run_made_here(tmp_path, cache_dir, run_nb):
     m = run_nb("09_sequential_curves", tmp_path / "nb", results_dir=str(tmp_path / "runs"), runs_to_show=["cf"])
     assert m["runs"]["cf"]["methods"]["memit"]["points"] == [2, 4, 6]
     for metric in ("efficacy", "generalization", "specificity"):
-        c = m["claims"][f"cf:memit_blue>memit:{metric}"]
+        c = m["claims"][f"counterfact:memit_blue>memit:{metric}"]
         a = json.loads((tmp_path / "runs" / "cf" / "memit_blue" / "evals" / "edits_00006.json").read_text())
         b = json.loads((tmp_path / "runs" / "cf" / "memit" / "evals" / "edits_00006.json").read_text())
         diff = 100 * (np.mean(a["columns"][metric]) - np.mean(b["columns"][metric]))

@@ -1,0 +1,124 @@
+"""Claims about BLUE against its base method, from per-record columns: the one rule the notebooks
+(06, 07, 09) and the results report use.
+
+The paper's statement: each BLUE variant "consistently outperforms" its base method on efficacy,
+generalization and specificity in sequential editing. For one base method, dataset and metric the
+evidence is the paired difference BLUE − base over the same records (×100), with a paired bootstrap
+interval (:func:`bluebook.metrics.claims.paired_claim`). A live run and a recorded run of the same
+comparison are combined with :func:`bluebook.metrics.claims.decide`.
+"""
+from __future__ import annotations
+
+from bluebook.core.names import split_method
+from bluebook.experiments.paper import paper_difference
+from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
+
+__all__ = ["METRICS", "claim_name", "blue_vs_base", "recorded_blue_vs_base", "combined", "step_budget"]
+
+METRICS = ("efficacy", "generalization", "specificity")
+
+
+def claim_name(dataset: str, base: str, metric: str) -> str:
+    return f"{dataset}:{base}_blue>{base}:{metric}"
+
+
+def _statement(dataset: str, base: str, metric: str) -> str:
+    return (f"{base}_blue has higher {metric} than {base} after sequential editing "
+            f"(paper, 2,000 edits: {paper_difference(dataset, base, metric)})")
+
+
+def blue_vs_base(columns: dict, dataset: str, evidence: str = "live", note: str = "",
+                 metrics=METRICS) -> dict:
+    """``columns`` ``{method: {metric: [per-record values in 0..1], "case_id": [...]}}`` →
+    ``{claim name: claim}`` for every base method whose BLUE variant is present too."""
+    out = {}
+    for name in columns:
+        try:
+            _, base, blue = split_method(name)
+        except ValueError:          # "unedited" and other non-method rows
+            continue
+        if not blue or base not in columns:
+            continue
+        a, b = columns[name], columns[base]
+        if a.get("case_id") != b.get("case_id"):
+            raise ValueError(f"{name} and {base} were scored on different records")
+        for m in metrics:
+            if m in a and m in b:
+                out[claim_name(dataset, base, m)] = paired_claim(
+                    _statement(dataset, base, m), a[m], b[m], evidence=evidence, note=note, scale=100.0)
+    return out
+
+
+def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
+    """The same claims from a recorded sequential run (:func:`bluebook.experiments.curves.load_run`),
+    at the largest evaluation point both methods of a pair reached; a pair with no common point yet
+    gets an *inconclusive* entry that says so."""
+    from bluebook.experiments.curves import pair_differences
+
+    out = {}
+    bases = sorted({split_method(m)[1] for m in run.methods})
+    for base in bases:
+        blue = f"{base}_blue"
+        if base not in run.methods and blue not in run.methods:
+            continue
+        common = set(run.methods[base].points if base in run.methods else []) & set(
+            run.methods[blue].points if blue in run.methods else [])
+        if not common:
+            done = {m: run.methods[m].edits_done for m in (base, blue) if m in run.methods}
+            for m in metrics:
+                out[claim_name(run.dataset, base, m)] = claim(
+                    _statement(run.dataset, base, m), None, None, None, "inconclusive", "recorded",
+                    f"recorded run {run.folder.name}: no evaluation point reached by both yet (edits done: {done})")
+            continue
+        k = max(common)
+        diffs = pair_differences(run, k, metrics)[base]
+        for m, d in diffs.items():
+            c = claim(_statement(run.dataset, base, m), d["value"], [d["low"], d["high"]], d["n"],
+                      difference_verdict(d["low"], d["high"]),
+                      "recorded", f"recorded run {run.folder.name}: paired difference ×100 at {k} edits "
+                      f"of {run.config.get('n')} planned")
+            out[claim_name(run.dataset, base, m)] = c
+        ab_blue, ab_base = run.methods[blue].evals[k].get("ability"), run.methods[base].evals[k].get("ability")
+        if ab_blue and ab_base and "perplexity" in ab_blue and "perplexity" in ab_base:
+            pb, pa = ab_blue["perplexity"], ab_base["perplexity"]
+            out[f"{run.dataset}:{blue}>{base}:perplexity"] = claim(
+                f"{blue} preserves general ability better than {base} (lower held-out perplexity)",
+                round(pb["value"] - pa["value"], 3), None, pb["n_texts"], separation_verdict(pb, pa, direction=-1),
+                "recorded", f"recorded run {run.folder.name} at {k} edits; {blue} {pb['value']:.2f} "
+                f"[{pb['low']:.2f}, {pb['high']:.2f}] vs {base} {pa['value']:.2f} [{pa['low']:.2f}, {pa['high']:.2f}]"
+                " (unpaired intervals)")
+    return out
+
+
+def combined(live: dict, recorded: dict) -> dict:
+    """Every claim of either tier, each decided by :func:`bluebook.metrics.claims.decide`."""
+    return {k: decide(live.get(k), recorded.get(k)) for k in list(live) + [k for k in recorded if k not in live]}
+
+
+def step_budget(run_folder, methods, budget: int) -> dict:
+    """How much of the v* budget each method of a replicate run folder used, from its
+    ``<method>/progress.json``: ``{method: {"layers": {layer: mean steps}, "per_request": mean total
+    steps over the layers optimised for a request, "capped": share of optimisations that used the
+    whole budget}}``. BLUE optimises twice (first and last layer), its base once; a fair comparison
+    gives both a budget most requests stop early within, and this table shows whether they did."""
+    import json
+    from pathlib import Path
+
+    out = {}
+    for m in methods:
+        p = Path(run_folder) / m / "progress.json"
+        if not p.exists():
+            continue
+        per_layer, totals, capped, count = {}, [], 0, 0
+        for b in json.loads(p.read_text()).get("batches", []):
+            steps = b.get("target_steps", {})
+            for layer, s in steps.items():
+                per_layer.setdefault(int(layer), []).extend(s)
+                capped += sum(int(x) >= budget for x in s)
+                count += len(s)
+            if steps:
+                totals.extend(sum(col) for col in zip(*steps.values()))
+        out[m] = {"layers": {layer: round(sum(v) / len(v), 2) for layer, v in sorted(per_layer.items())},
+                  "per_request": round(sum(totals) / len(totals), 2) if totals else None,
+                  "capped": round(capped / count, 3) if count else None}
+    return out

@@ -1,0 +1,49 @@
+"""BLUE-vs-base claims from per-record columns (hand-made columns whose answer is known) and from
+the committed recorded run."""
+from pathlib import Path
+
+import pytest
+
+from bluebook.experiments import verdicts
+from bluebook.experiments.paper import paper_difference
+from bluebook.metrics.claims import check_claims
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_paper_difference_reads_the_tables():
+    # Llama3-8B CounterFact efficacy: MEMIT-BLUE 99.57, MEMIT 65.65 (paper Table 1)
+    assert paper_difference("counterfact", "memit", "efficacy").startswith("+33.92 (Llama3-8B)")
+    assert paper_difference("counterfact", "rect", "efficacy") == "not reported"
+
+
+def test_blue_vs_base_pairs_records_and_skips_unpaired_rows():
+    ids = list(range(60))
+    cols = {"memit": {"case_id": ids, "efficacy": [0] * 60, "specificity": [0.5] * 60},
+            "memit_blue": {"case_id": ids, "efficacy": [1] * 60, "specificity": [0.5] * 60},
+            "alphaedit": {"case_id": ids, "efficacy": [1] * 60},
+            "unedited": {"case_id": ids, "efficacy": [0] * 60}}
+    got = verdicts.blue_vs_base(cols, "counterfact")
+    check_claims(got)
+    assert set(got) == {"counterfact:memit_blue>memit:efficacy", "counterfact:memit_blue>memit:specificity"}
+    eff = got["counterfact:memit_blue>memit:efficacy"]
+    assert eff["ours"] == pytest.approx(100.0) and eff["verdict"] == "agrees" and eff["n"] == 60
+    assert got["counterfact:memit_blue>memit:specificity"]["verdict"] == "inconclusive"   # a tie: interval [0, 0]
+    bad = dict(cols, memit_blue=dict(cols["memit_blue"], case_id=ids[::-1]))
+    with pytest.raises(ValueError, match="different records"):
+        verdicts.blue_vs_base(bad, "counterfact")
+
+
+def test_recorded_claims_from_the_committed_run_say_how_far_it_got():
+    from bluebook.experiments.curves import load_run
+
+    folder = ROOT / "results" / "sequential" / "counterfact_n1000_b100"
+    run = load_run(folder)
+    got = verdicts.recorded_blue_vs_base(run)
+    check_claims(got)
+    assert {c["evidence"] for c in got.values()} == {"recorded"}
+    for name, c in got.items():
+        if c["ours"] is None:                       # the pair has no common point yet
+            assert c["verdict"] == "inconclusive" and "no evaluation point" in c["note"], name
+        else:
+            assert c["interval"][0] <= c["ours"] <= c["interval"][1], name
