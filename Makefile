@@ -1,7 +1,8 @@
 # bluebook: two commands do everything on a fresh machine.
 #   make run   - set up, then execute every notebook (CI-sized defaults) into outputs/
 #   make test  - set up, then run the test suite
-#   make lab   - set up, then open JupyterLab on notebooks/ (edits keep each .ipynb and its .py paired)
+#   make lab   - set up, then open JupyterLab on notebooks/ (edits keep each .ipynb and its .py paired;
+#                LAB_ARGS=... passes options to jupyter lab)
 #   make sync  - after editing a notebooks/NN_*.py in a text editor: update its .ipynb
 # GPU users: `make setup TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"`
 PYTHON ?= python3
@@ -48,12 +49,16 @@ bench: setup
 
 # The percent-format notebooks/NN_*.py are the source of truth; notebooks/jupytext.toml pairs them
 # with the .ipynb. JupyterLab syncs the pair on save; `sync` does it from the command line
-# (jupytext takes the newer file of each pair as the inputs and keeps the cell ids).
+# (jupytext takes the newer file of each pair as the inputs and keeps the cell ids). The exercise
+# solutions in notebooks/solutions/ are paired the same way (the configuration applies to subfolders).
 sync: $(VENV)/.installed
-	$(VENV)/bin/jupytext --sync notebooks/[0-9]*_*.py
+	$(VENV)/bin/jupytext --sync notebooks/[0-9]*_*.py notebooks/solutions/[0-9]*_*.py
 
+# Extra JupyterLab options, e.g. in a container or on a remote machine:
+#   make lab LAB_ARGS="--no-browser --ip=0.0.0.0 --allow-root"
+LAB_ARGS ?=
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/
 
 clean-outputs:
 	rm -rf $(OUT)

@@ -161,10 +161,11 @@ p_swap_t, p_swap_s = table.iloc[-1]
 p_clean_swap = table.iloc[0, 1]
 drop_all = p_clean - p_zero_all
 drop_single = {j: p_clean - table.iloc[1 + i, 0] for i, j in enumerate(layers)}
-fig = Figure(figsize=(7, 3.2))
+fig = Figure(figsize=(7.5, 3.2))
 ax = fig.subplots()
 table.plot.barh(ax=ax)
 ax.set_xlabel("probability of the next token")
+ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)   # beside the bars, never over one
 fig.tight_layout()
 show(fig, out, "value_interventions")
 print(f"removing the values at all critical layers: p({target}) {p_clean:.3f} -> {p_zero_all:.3f}")
@@ -267,3 +268,48 @@ metrics = {
 }
 runs.write_metrics(out, metrics)
 bluebook.runs.jsonable(metrics)  # what metrics.json holds
+
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one small function. Fill in its body (replace `raise NotImplementedError`),
+# then run the cell below it: it checks your function on random inputs and prints a verdict, or
+# "not attempted yet" while the stub is unchanged. Apart from `torch` and `numpy as np`, the
+# exercises use nothing from the cells above.
+# Solutions: `solutions/01_key_value_memory_solutions.py`.
+#
+# **Exercise 1.1 — least squares from the normal equations.**
+# Stack keys as the columns of `K` (m × N, more keys than dimensions) and the values they should produce as
+# the columns of `M` (d × N). Write `least_squares_weights(K, M)` returning the `Ŵ` (d × m) that minimises
+# `‖Ŵ K − M‖²`, by solving the normal equations `Ŵ (K Kᵀ) = M Kᵀ` with `torch.linalg.solve` (no explicit
+# inverse). The checker compares your `Ŵ` with `torch.linalg.lstsq` on random matrices and checks that the
+# normal equations hold.
+#
+# **Exercise 1.2 — keep the old key–value pairs, insert new ones.**
+# The edit's objective before `λC` replaces `K₀K₀ᵀ`: keep what the weight `W` does on the old keys `K₀`
+# (m × N₀) and make new keys `K₁` (m × n) produce new values `M₁` (d × n),
+# `Ŵ = argmin ‖Ŵ K₀ − W K₀‖² + ‖Ŵ K₁ − M₁‖²`. Setting the gradient to zero gives
+# `Ŵ (K₀K₀ᵀ + K₁K₁ᵀ) = W K₀K₀ᵀ + M₁K₁ᵀ`. Write `insert_new_facts(W, K0, K1, M1)` returning `Ŵ` itself
+# (not the update `Ŵ − W`). The checker compares it with `torch.linalg.lstsq` on the stacked system
+# `Ŵ [K₀, K₁] ≈ [W K₀, M₁]`.
+
+# %%
+def least_squares_weights(K, M):
+    """Ŵ (d × m) minimising ‖Ŵ K − M‖², for keys K (m × N) and values M (d × N), float64 tensors."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_least_squares, least_squares_weights)
+
+# %%
+def insert_new_facts(W, K0, K1, M1):
+    """Ŵ (d × m) minimising ‖Ŵ K0 − W K0‖² + ‖Ŵ K1 − M1‖²; W (d × m), K0 (m × N0), K1 (m × n), M1 (d × n)."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_insert_facts, insert_new_facts)

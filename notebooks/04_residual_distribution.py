@@ -224,3 +224,46 @@ metrics = {
 }
 write_metrics(output_dir, metrics)
 bluebook.runs.jsonable(metrics)  # what metrics.json holds
+
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one small function. Fill in its body (replace `raise NotImplementedError`),
+# then run the cell below it: it checks your function on random inputs and prints a verdict, or
+# "not attempted yet" while the stub is unchanged. Apart from `torch` and `numpy as np`, the
+# exercises use nothing from the cells above.
+# Solutions: `solutions/04_residual_distribution_solutions.py`.
+#
+# **Exercise 4.1 — MEMIT's distributed residuals.**
+# MEMIT computes the residual `δ^L` at the last critical layer and gives the critical layer with index
+# `i` (0-based, `N_L` layers) the share `δ^L / (N_L − i)`. Write `distributed_residuals(delta_L, n_layers)`
+# returning an `(N_L, d)` tensor whose row `i` is that share. The checker compares with MEMIT's rule in
+# `bluebook.core.distribute.Even` and with `bluebook.analysis.theory.distributed_residual`.
+#
+# **Exercise 4.2 — cosine, deviation and distribution error.**
+# Given `delta_L` (d,) and `direct` (N_L × d, row `i` the residual `δ^l` optimised directly at layer
+# `l_i`; the last row is `δ^L`), return the three per-layer measures of the notebook's §3 as a tuple of `(N_L,)`
+# tensors: the cosine `cos(δ^L/(N_L − i), δ^l)`, the residual deviation `‖δ^l − δ^L‖` and the distribution
+# error `‖δ^L/(N_L − i) − δ^l‖`. Compute the cosine yourself (dot product over norms). The checker compares
+# with torch's cosine similarity and `bluebook.analysis.theory.residual_deviation`.
+
+# %%
+def distributed_residuals(delta_L, n_layers):
+    """(n_layers, d) tensor: row i is δ^L / (n_layers − i); delta_L is a (d,) tensor."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_distributed_residuals, distributed_residuals)
+
+# %%
+def residual_measures(delta_L, direct):
+    """(cosine, deviation, distribution_error), each (N_L,), from delta_L (d,) and direct (N_L, d)."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_residual_measures, residual_measures)

@@ -37,6 +37,7 @@ target_steps = 8
 batch_sizes = [1, 2, 4]
 seq_lengths = [0, 1, 2, 4, 8]
 seq_batch_size = 4
+applied_seq_lengths = [0, 2, 4]   # earlier batches really applied (MEMIT-seq) before measuring; [] skips it
 seed = 0
 device = "auto"
 output_dir = "artifacts/05"
@@ -177,6 +178,26 @@ print(f"mean ||Q||_2 non-decreasing in the number of earlier batches: {q_up}")
 print(f"||C_p||_2 non-decreasing: {cp_up}")
 
 # %% [markdown]
+# ## 4b. The sequence, applied
+#
+# The sweep of §3 holds the current residuals and keys at their unedited values, so only `C_p`
+# moves and an *accumulation* of error cannot appear by construction. Here the earlier batches are
+# really edited into the model, one after another with MEMIT-seq (each batch's keys read on the model
+# it was applied to, as the reference does); after `t` of them the current batch's residuals (fresh
+# v* at every critical layer) and keys are measured on the edited model, and the deviation and
+# bound are computed there. The weights are restored afterwards.
+
+# %%
+if applied_seq_lengths:
+    applied = analysis.applied_sequence_sweep(model, tok, cur, earlier, applied_seq_lengths, layers, cfg,
+                                              templates=templates, C=C, earlier_batch_size=seq_batch_size)
+    assert applied.holds_fraction == 1.0
+    applied_df = pd.DataFrame(applied.rows).query("distance > 0")
+    display(applied_df.groupby("seq_length")[["deviation", "bound", "q_norm", "lemma43_cp_norm"]].mean())  # noqa: F821
+else:
+    applied = None
+
+# %% [markdown]
 # ## 5. Claims and verdicts
 #
 # The paper: the error bound of Theorem 4.1 holds (a theorem: one counterexample would refute our
@@ -186,8 +207,8 @@ print(f"||C_p||_2 non-decreasing: {cp_up}")
 # share requests and layers, so the interval is approximate). The sequence-length sweep reads the
 # earlier keys on the unedited model with the current residuals held fixed (§3): only `C_p` varies,
 # so an accumulation of error across applied edits *cannot* appear in it; its verdict is about `C_p`
-# inside `Q`, not about Lemma 4.3's full statement, and the recorded sequential runs (notebook 09)
-# are the evidence about accumulated damage.
+# inside `Q` only. The applied sweep of §4b is the test of the statement itself; the recorded
+# sequential runs (notebook 09) are the evidence about accumulated damage at scale.
 
 # %%
 def moving(rows):
@@ -197,7 +218,7 @@ def moving(rows):
 claims = {
     "theorem41_bound_holds": all_hold_claim(
         "the Theorem 4.1 bound holds for every (request, layer), batch-size and sequence-length case",
-        [r["holds"] for r in pairs.rows + by_batch.rows + by_seq.rows]),
+        [r["holds"] for r in pairs.rows + by_batch.rows + by_seq.rows + (applied.rows if applied else [])]),
     "deviation_grows_with_distance": correlation_claim(
         "the residual deviation grows with the distance L − l", pair_df["distance"], pair_df["deviation"],
         note="rows: (request, layer) pairs"),
@@ -207,11 +228,16 @@ claims = {
     "deviation_grows_with_batch_size": correlation_claim(
         "the deviation grows with the batch size", [r["batch_size"] for r in moving(by_batch.rows)],
         [r["deviation"] for r in moving(by_batch.rows)], note="rows: (batch, layer) with l < L"),
-    "deviation_grows_with_earlier_batches": correlation_claim(
-        "the deviation grows with the number of earlier batches (C_p only; see above)",
+    "deviation_grows_with_C_p_only": correlation_claim(
+        "the deviation grows with the number of earlier batches folded into C_p (frozen sweep, §3)",
         [r["seq_length"] for r in moving(by_seq.rows)], [r["deviation"] for r in moving(by_seq.rows)],
         note="earlier keys read on the unedited model, residuals fixed: accumulation cannot show"),
 }
+if applied is not None:
+    claims["deviation_grows_with_applied_batches"] = correlation_claim(
+        "the deviation grows with the number of earlier batches applied to the model (Lemma 4.3, §4b)",
+        [r["seq_length"] for r in moving(applied.rows)], [r["deviation"] for r in moving(applied.rows)],
+        note=f"rows: (t, layer) with l < L; {seq_batch_size} requests per batch, MEMIT-seq")
 claims_frame(claims)[["ours", "low", "high", "n", "verdict", "note"]]
 
 # %% [markdown]
@@ -240,7 +266,54 @@ metrics = {
     "mean_cp_norm_by_seq_length": {str(k): v for k, v in g["lemma43_cp_norm"].items()},
     "lemma43_key_gain_never_increased": gain_never_up,
     "lemma43_q_norm_nondecreasing": q_up,
+    "applied_seq_lengths": list(applied_seq_lengths), "n_applied_rows": len(applied.rows) if applied else 0,
+    "mean_deviation_by_applied_seq_length": {} if applied is None else
+    {str(k): v for k, v in applied_df.groupby("seq_length")["deviation"].mean().items()},
     "claims": claims,
 }
 write_metrics(output_dir, metrics)
 bluebook.runs.jsonable(metrics)  # what metrics.json holds
+
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one small function. Fill in its body (replace `raise NotImplementedError`),
+# then run the cell below it: it checks your function on random inputs and prints a verdict, or
+# "not attempted yet" while the stub is unchanged. Apart from `torch` and `numpy as np`, the
+# exercises use nothing from the cells above.
+# Solutions: `solutions/05_bounds_solutions.py`.
+#
+# **Exercise 5.1 — Theorem 4.1: the deviation and its bound.**
+# Write `theorem41_terms(R_direct, R_last, Q, distance)` returning the tuple `(deviation, bound)` of
+# floats for `D = distance = L − l`: the weight deviation `‖(R^{l*} − R^L/(D+1)) Q‖₂` and the bound
+# `(‖R^{l*} − R^L‖₂ + D·‖R^L‖₂)·‖Q‖₂`, all spectral norms (`torch.linalg.matrix_norm(X, ord=2)`). The checker
+# compares the deviation with the difference of two MEMIT updates solved separately, the bound with
+# `bluebook.analysis.theory.theorem41_bound`, and checks deviation ≤ bound.
+#
+# **Exercise 5.2 — the envelope of ‖Q‖₂.**
+# The notebook's §4 uses the envelope `‖Q‖₂ ≤ 1 / (2·√λ_min(λC + C_p))`, valid for every batch of keys. Write
+# `q_envelope(C, lam, C_p)` returning it as a float (`C_p` may be `None`, meaning no earlier batches;
+# `torch.linalg.eigvalsh` returns eigenvalues in ascending order). The checker compares with
+# `bluebook.analysis.theory.q_envelope`, checks that `‖Q‖₂` stays below it for 30 random batches, and
+# that the batch `k = √λ_min · u_min` (the eigenvector of the smallest eigenvalue) reaches it.
+
+# %%
+def theorem41_terms(R_direct, R_last, Q, distance):
+    """(deviation, bound) of Theorem 4.1; R_direct, R_last (d × n), Q (n × m), distance D = L − l."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_theorem41, theorem41_terms)
+
+# %%
+def q_envelope(C, lam, C_p=None):
+    """1 / (2 √λ_min(λC + C_p)) as a float; C and C_p (m × m) float64 tensors, C_p may be None."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_q_envelope, q_envelope)

@@ -52,14 +52,20 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 import bluebook
 from bluebook import metrics, plots
 from bluebook.analysis.steps import PAPER_STEPS, steps_per_layer
+from bluebook.core import solvers
+from bluebook.core.config import with_overrides
+from bluebook.core.keys import read_states
+from bluebook.core.templates import context_templates
 from bluebook.experiments import verdicts
 from bluebook.experiments.sequence import case_columns
 from bluebook.metrics.claims import all_hold_claim, claims_frame, paired_claim, threshold_claim
-from bluebook.model.weights import restore_weights, snapshot_weights, update_norms, weights_changed
+from bluebook.model.specs import proj_weight, spec_for
+from bluebook.model.weights import add_deltas, restore_weights, snapshot_weights, update_norms, weights_changed
 from bluebook.plots import blue as blue_plots
 
 bluebook.runs.seed_everything(seed)
@@ -147,7 +153,111 @@ claims = {
 claims_frame(claims)[["ours", "low", "high", "n", "verdict", "note"]]
 
 # %% [markdown]
-# ## 3 · BLUE vs its base method, sequential editing
+# ## 3 · BLUE, written out
+#
+# The whole of MEMIT-BLUE for one batch, on the primitives of notebook 03: optimise the targets at
+# the first critical layer on the current model, read the keys and the hidden state there, solve
+# MEMIT's closed form for the **whole** residual (no division by the number of layers), add the
+# update; then the same at the last critical layer, on the model that already holds the first
+# update. Everything else in `bluebook.edit` (templates, statistics cache, checks, sequential state,
+# restoring the weights) is plumbing around these lines, and the cell checks that the two agree.
+
+# %%
+def blue_from_scratch(model, tok, requests, cfg, templates, C):
+    """MEMIT-BLUE on one batch: ``{layer: Δ}`` for the first and the last critical layer."""
+    first, last = cfg.layers[0], cfg.layers[-1]
+    saved = snapshot_weights(model, [first, last])
+    deltas = {}
+    try:
+        for layer in (first, last):
+            tr = bluebook.optimize_targets(model, tok, requests, layer, cfg.target, templates,  # 1. v* at this layer
+                                           progress=False)
+            st = read_states(model, tok, requests, key_layers=[layer], hidden_layers=[layer],   # 2. keys K, state h
+                             templates=templates)
+            K, h = st.keys[layer], st.hidden[layer]
+            R = tr.z.T.to(h.device) - h                                   # 3. the direct residual, undivided
+            deltas[layer] = solvers.memit_delta(K, R, C[layer], cfg.lam)  #    MEMIT's closed form
+            add_deltas(model, {layer: deltas[layer]})                     # 4. the last layer sees this update
+    finally:
+        restore_weights(model, saved)                                     # the caller decides when to apply
+    return deltas
+
+
+blue_cfg = with_overrides(cfg, **overrides) if overrides else cfg
+scratch_requests = edit_requests[:2]
+templates = context_templates(lm, tok, seed=blue_cfg.template_seed, fixed=blue_cfg.context_templates)
+C = {l: s.C for l, s in bluebook.layer_stats(lm, tok, [first, last], blue_cfg.stats, progress=False).items()}
+mine = blue_from_scratch(lm, tok, scratch_requests, blue_cfg, templates, C)
+ref = bluebook.edit(lm, tok, scratch_requests, "memit_blue", hparams=overrides or None, templates=templates,
+                    progress=False)
+assert sorted(mine) == sorted(ref.deltas) == [first, last]
+for l in mine:
+    torch.testing.assert_close(mine[l].double(), ref.deltas[l].double().to(mine[l].device), rtol=1e-4, atol=1e-6)
+scratch_gap = max(float((mine[l].double() - ref.deltas[l].double().to(mine[l].device)).norm()
+                        / ref.deltas[l].double().norm()) for l in mine)
+print(f"blue_from_scratch == bluebook.edit(..., 'memit_blue') on {len(scratch_requests)} requests: "
+      f"largest relative difference {scratch_gap:.1e}")
+print({l: f"‖Δ‖ = {float(d.norm()):.3f}" for l, d in mine.items()})
+
+# %% [markdown]
+# ## 4 · The base methods BLUE is added to
+#
+# BLUE changes only *which residual each layer solves for*; the solve and what happens after it
+# belong to the base method, so every base method has a BLUE variant:
+#
+# * **MEMIT**: `Δ = R Kᵀ (λC + KKᵀ)⁻¹`, with `C` the second moment of the layer's keys on Wikipedia
+#   (notebook 03).
+# * **AlphaEdit** projects the update onto the *null space* of the preserved keys: with
+#   `C = U S Uᵀ`, `P = Û Ûᵀ` where `Û` holds the eigenvectors whose eigenvalue is below a threshold
+#   (`nullspace_threshold`), and `Δ = R Kᵀ P ((KKᵀ + C_p) P + α I)⁻¹`. Then `Δ = Δ P`, so
+#   `Δ k₀ ≈ 0` for every preserved key `k₀`: the edit cannot disturb what the statistics describe.
+# * **RECT** keeps only the `rect_keep_percent` % entries of `Δ` with the largest relative change
+#   `|Δ_ij / W_ij|` and zeroes the rest (a sparse update, less damage to general ability).
+# * **PRUNE** restrains the accumulated edit `W − W₀`: every singular value `σ` above `σ* = σ_max(W₀)`
+#   becomes `ln σ − ln σ* + σ*`; values below `σ*` are untouched.
+#
+# The cell shows each on the first layer's update above.
+
+# %%
+l0 = first
+W0 = proj_weight(lm, l0).detach().double()
+W0 = W0.T if spec_for(lm).transposed else W0                     # math layout, d × m
+C0 = C[l0].double().to(W0.device)
+P = solvers.nullspace_projector(C0, blue_cfg.nullspace_threshold)
+K0, R0 = ref.keys[l0].double().to(W0.device), ref.residuals[l0].double().to(W0.device)
+d_memit = solvers.memit_delta(K0, R0, C0, blue_cfg.lam)
+d_alpha = solvers.alphaedit_delta(K0, R0, P, alpha=blue_cfg.alpha)
+
+
+def disturbance(D):
+    """trace(Δ C Δᵀ) / trace(C): how much an update moves the preserved keys, on average."""
+    return float(torch.trace(D @ C0 @ D.T) / torch.trace(C0))
+
+
+d_rect = solvers.rect_mask(d_memit, W0, blue_cfg.rect_keep_percent)
+sigma_star = solvers.top_singular_value(W0)
+sigma_delta = float(torch.linalg.matrix_norm(d_memit, ord=2))
+demo = pd.DataFrame({
+    "what": ["AlphaEdit: directions kept by P (rank)", "AlphaEdit: ‖ΔP − Δ‖ / ‖Δ‖",
+             "MEMIT: disturbance of preserved keys", "AlphaEdit: disturbance of preserved keys",
+             "RECT: share of entries kept", "RECT: ‖Δ_RECT‖ / ‖Δ‖",
+             "PRUNE: σ_max(Δ) / σ_max(W₀)"],
+    "value": [int(round(float(torch.trace(P)))), float((d_alpha @ P - d_alpha).norm() / d_alpha.norm()),
+              disturbance(d_memit), disturbance(d_alpha),
+              float((d_rect != 0).double().mean()), float(d_rect.norm() / d_memit.norm()),
+              sigma_delta / sigma_star],
+})
+demo
+
+# %% [markdown]
+# **Why PRUNE equals MEMIT here.** PRUNE only acts on singular values of `W − W₀` above
+# `σ_max(W₀)`. The ratio in the last row is far below 1 for one batch, and section 5 below shows it
+# stays below 1 after the whole sequential run; then the restraint is the identity and PRUNE's
+# weights are MEMIT's (up to the round-off of one SVD). It starts to matter only after many more
+# edits, when the accumulated edit grows as large as the weight itself.
+
+# %% [markdown]
+# ## 5 · BLUE vs its base method, sequential editing
 #
 # Each variant edits the same requests **sequentially** in batches (one `SequentialState` per
 # variant, `apply=True` for every batch, so batch *t* is computed on the model edited by batches
@@ -235,7 +345,7 @@ claims.update(verdicts.blue_vs_base(columns, "counterfact",
 claims_frame({k: c for k, c in claims.items() if ">" in k})[["ours", "low", "high", "n", "verdict"]]
 
 # %% [markdown]
-# ## 4 · Which weights changed
+# ## 6 · Which weights changed
 #
 # The Frobenius norm $\lVert W_{\text{after}} - W_{\text{before}}\rVert_F$ of each block's MLP
 # output projection after the whole sequential run. Base methods touch every critical layer; BLUE
@@ -277,3 +387,49 @@ bluebook.runs.write_metrics(out, {
     "target_budget": budget,
     "claims": claims,
 })
+
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one small function. Fill in its body (replace `raise NotImplementedError`),
+# then run the cell below it: it checks your function on random inputs and prints a verdict, or
+# "not attempted yet" while the stub is unchanged. Apart from `torch` and `numpy as np`, the
+# exercises use nothing from the cells above.
+# Solutions: `solutions/06_blue_solutions.py`.
+#
+# **Exercise 6.1 — which layers get which residual: BLUE vs MEMIT.**
+# For `n_layers` critical layers, write `residual_shares(n_layers, method)` returning a list with one
+# number per critical layer: the fraction of its current residual that layer is solved for, and 0 for a
+# layer the method does not update. For `"memit"`: the residual `Z − h^L` is measured at the last layer
+# and layer `i` takes `1/(N_L − i)` of it. For `"blue"`: only the first and last layers are updated, each
+# with its whole, directly computed residual. The checker compares with `bluebook.core.distribute.Even`
+# and `bluebook.core.distribute.Boundary`, the rules `bluebook.edit` uses.
+#
+# **Exercise 6.2 — AlphaEdit's null-space projector.**
+# AlphaEdit projects every update onto the directions that the preserved keys `K₀` do not use. Write
+# `null_space_projector(C, threshold)` for `C = K₀K₀ᵀ/N` (m × m): take the eigenvectors of `C` whose
+# eigenvalues are below `threshold` (`torch.linalg.eigh`) as the columns of `Û` and return `P = Û Ûᵀ`.
+# The checker builds a rank-deficient `C` and tests `P K₀ ≈ 0`, `P² = P = Pᵀ`, the rank of `P`, agreement
+# with `bluebook.core.solvers.nullspace_projector`, and that AlphaEdit's update built with your `P` leaves
+# the preserved keys alone (`Δ K₀ ≈ 0`).
+
+# %%
+def residual_shares(n_layers, method):
+    """Per critical layer, the share of its current residual it is solved for (0: not updated)."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_residual_shares, residual_shares)
+
+# %%
+def null_space_projector(C, threshold):
+    """P = Û Ûᵀ over the eigenvectors of C (m × m) with eigenvalue < threshold."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_null_space_projector, null_space_projector)

@@ -52,15 +52,19 @@ import math
 import time
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 import bluebook
 from bluebook import runs
 from bluebook.experiments import curves, verdicts
 from bluebook.experiments import replicate as rp
+from bluebook.experiments.paper import paper_rows
 from bluebook.experiments.sequence import case_columns
 from bluebook.metrics.claims import claims_frame
+from bluebook.metrics.intervals import interval
 from bluebook.model.device import resolve_device
+from bluebook.plots import curves as cplots
 from bluebook.plots import replication as rplots
 from bluebook.plots import show
 
@@ -97,7 +101,7 @@ for ds in datasets:
     results[ds] = rp.replicate((lm, tok), ds, methods=methods, n=n_edits, batch=batch_size,
                                out=out / "runs" / ds, hparams=hparams, device=dev,
                                generation=bool(generation and ds == "counterfact"), resume=resume,
-                               progress=False, seed=seed, model_name=model_name)
+                               progress=False, seed=seed, model_name=model_name, eval_every=batch_size)
     print(f"== {ds}: {time.perf_counter() - t0:.0f} s")
     print(rp.results_table(results[ds]))
 runtime_s = time.perf_counter() - t_start
@@ -111,35 +115,17 @@ runtime_s = time.perf_counter() - t_start
 # PRUNE are not in our notes, so those rows have no reference.
 
 # %%
-PAPER = {  # BLUE paper, sequential editing, 2,000 records in batches of 100 (Eff, Gen, Spe)
-    "counterfact": {"source": "Llama3-8B",
-                    "memit": (65.65, 64.65, 51.56), "alphaedit": (98.90, 94.22, 67.88),
-                    "memit_blue": (99.57, 94.13, 83.77), "alphaedit_blue": (99.93, 97.25, 75.24)},
-    "zsre": {"source": "Llama3-8B",
-             "memit": (34.62, 31.28, 18.49), "alphaedit": (94.47, 91.13, 32.55),
-             "memit_blue": (95.94, 90.98, 32.41), "alphaedit_blue": (95.77, 91.73, 31.96)},
-}
-GPTJ_CF = {"memit": (98.55, 95.50, 63.64), "alphaedit": (99.75, 96.38, 75.48),
-           "memit_blue": (99.70, 96.90, 74.61), "alphaedit_blue": (99.77, 97.13, 75.23)}
 KEYS = ("efficacy", "generalization", "specificity")
-
-
-def fmt(v):
-    return "  n/a" if v is None else f"{v:6.2f}"
-
-
+tables = {}
 for ds in datasets:
     rows = results[ds]["methods"]
-    print(f"\n{ds}: ours ({model_name}, n={n_edits}, batch={batch_size})  |  paper ({PAPER[ds]['source']})"
-          + ("  |  paper (GPT-J)" if ds == "counterfact" else ""))
-    print(f"{'method':16s}" + "".join(f"{k[:3]:>8s}" for k in KEYS) + "  |" + "".join(f"{k[:3]:>8s}" for k in KEYS))
-    for m in ["unedited"] + [m for m in rp.PAPER_ORDER if m in rows]:
-        ours = "".join(f"{fmt(rows[m]['summary'][k]):>8s}" for k in KEYS)
-        ref = PAPER[ds].get(m)
-        line = f"{m:16s}{ours}  |" + ("".join(f"{v:8.2f}" for v in ref) if ref else "       —" * 3)
-        if ds == "counterfact" and m in GPTJ_CF:
-            line += "  |" + "".join(f"{v:8.2f}" for v in GPTJ_CF[m])
-        print(line)
+    table = {f"ours: {m}": {k: rows[m]["summary"][k] for k in KEYS}
+             for m in ["unedited"] + [m for m in rp.PAPER_ORDER if m in rows]}
+    for model, prow in paper_rows(ds).items():        # bluebook.experiments.paper.PAPER_TABLES
+        table.update({f"paper {model}: {m}": {k: v[k] for k in KEYS} for m, v in prow.items()})
+    tables[ds] = pd.DataFrame(table).T.round(2)
+    print(f"{ds}: ours ({model_name}, n={n_edits}, batch={batch_size}) and the paper's rows (2,000 edits)")
+    display(tables[ds])  # noqa: F821 (IPython)
 
 # %% [markdown]
 # ## Figures
@@ -154,6 +140,37 @@ for ds in datasets:
     figs[f"heatmap_{ds}"] = rplots.results_heatmap(results[ds], title=ds)
 for name, fig in figs.items():
     show(fig, output_dir, name)
+
+# %% [markdown]
+# ### Metrics against the number of edits (the live run)
+#
+# The paper's central claim is about *sequences*: the damage of residual distribution accumulates
+# over many batches, so base methods fall behind as edits pile up. The live run is evaluated after
+# every batch on the records edited so far (here only a couple of points; notebook 09 draws the
+# recorded 1,000-edit curves, evaluated every 500 edits).
+
+# %%
+for ds in datasets:
+    live_run = curves.load_run(out / "runs" / ds)
+    show(cplots.metric_curves(curves.curve_rows(live_run), title=f"{ds}: live run, records edited so far"),
+         output_dir, f"curves_{ds}")
+
+# %% [markdown]
+# ### Our numbers beside the paper's rows
+#
+# Bars: ours (the live run, with 95 % intervals) and the paper's Llama3-8B / GPT-J rows at 2,000
+# edits, for the methods the paper's tables report. Absolute values are not expected to match (a
+# 135M model, a handful of edits); compare the pattern within each pair.
+
+# %%
+columns = {ds: {m: case_columns(json.loads(Path(results[ds]["methods"][m]["cases"]).read_text()), ds)
+                for m in methods} for ds in datasets}
+for ds in datasets:
+    ours = {m: {k: results[ds]["methods"][m]["summary"][k] for k in KEYS} for m in methods}
+    ivs = {m: {k: (e.low, e.high) for k in KEYS for e in [interval(columns[ds][m][k], scale=100.0)]}
+           for m in methods}
+    show(rplots.beside_paper(ours, paper_rows(ds), ours_label=f"ours ({model_name}, n={n_edits})",
+                             title=f"{ds}: ours beside the paper", intervals=ivs), output_dir, f"beside_paper_{ds}")
 
 # %% [markdown]
 # ## Checks
@@ -220,8 +237,8 @@ for ds in datasets:
 # %%
 live_claims = {}
 for ds in datasets:
-    cols = {m: case_columns(json.loads(Path(results[ds]["methods"][m]["cases"]).read_text()), ds) for m in methods}
-    live_claims.update(verdicts.blue_vs_base(cols, ds, note=f"live: {n_edits} records in batches of {batch_size}"))
+    live_claims.update(verdicts.blue_vs_base(columns[ds], ds,
+                                             note=f"live: {n_edits} records in batches of {batch_size}"))
 recorded_claims, provenance = {}, {}
 for folder in sorted(p for p in Path(recorded_dir).glob("*") if p.is_dir()):
     run = curves.load_run(folder)
@@ -269,3 +286,71 @@ for ds in datasets:
             metrics[ds][m]["fluency"] = rows[m]["summary"].get("fluency")
             metrics[ds][m]["consistency"] = rows[m]["summary"].get("consistency")
 runs.write_metrics(output_dir, metrics)
+
+
+# %% [markdown]
+# ## Exercises
+#
+# Each exercise asks for one small function. Fill in its body (replace `raise NotImplementedError`),
+# then run the cell below it: it checks your function on random inputs and prints a verdict, or
+# "not attempted yet" while the stub is unchanged. Apart from `torch` and `numpy as np`, the
+# exercises use nothing from the cells above.
+# Solutions: `solutions/07_replication_solutions.py`.
+#
+# **Exercise 7.1 — CounterFact efficacy from probabilities.**
+# A CounterFact record counts as a success on a prompt when the model gives the new object a higher
+# probability than the true one (a tie is a failure); a record's score is the mean over its prompts, and
+# the table number is 100 × the mean over records. Write `efficacy_score(p_new, p_true)`, where `p_new[j]`
+# and `p_true[j]` are lists of per-prompt probabilities of record `j` (records may have different numbers
+# of prompts, as paraphrases do). The checker compares with an explicit loop on 40 random records.
+#
+# **Exercise 7.2 — the Wilson score interval.**
+# With `p̂ = successes/n` and `z = Φ⁻¹((1 + confidence)/2)` (`statistics.NormalDist().inv_cdf`), the
+# Wilson interval is `centre ± half` with `centre = (p̂ + z²/(2n)) / (1 + z²/n)` and
+# `half = z·√(p̂(1 − p̂)/n + z²/(4n²)) / (1 + z²/n)`. Write `wilson_interval(successes, n, confidence)`
+# returning `(low, high)`. The checker compares with `bluebook.metrics.intervals.wilson` (statsmodels),
+# including 0/10 and 10/10, where the naive `p̂ ± z·√(p̂(1 − p̂)/n)` collapses to a point.
+#
+# **Exercise 7.3 — a paired bootstrap of BLUE minus base.**
+# `a[j]` and `b[j]` are per-record scores of BLUE and its base method on the same record `j`. Write
+# `paired_bootstrap(a, b, n_resamples, confidence, seed)` returning `(mean(a − b), low, high)`: draw
+# `n_resamples` resamples of the record indices with replacement (`np.random.default_rng(seed)`), take the
+# mean of `a − b` on each, and return the `(1 − confidence)/2` and `(1 + confidence)/2` quantiles of those
+# means. Resample the records jointly: the same records for both methods. The checker compares with
+# `bluebook.metrics.intervals.paired_difference` (within resampling noise) on strongly paired data, where
+# resampling `a` and `b` separately gives an interval far too wide.
+
+# %%
+from statistics import NormalDist
+
+import numpy as np
+
+
+def efficacy_score(p_new, p_true):
+    """100 × mean over records of the share of the record's prompts where p_new > p_true."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_efficacy, efficacy_score)
+
+# %%
+def wilson_interval(successes, n, confidence=0.95):
+    """(low, high) Wilson score interval of the rate successes / n."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_wilson_interval, wilson_interval)
+
+# %%
+def paired_bootstrap(a, b, n_resamples=2000, confidence=0.95, seed=0):
+    """(mean(a − b), low, high): paired percentile bootstrap over records; a, b numpy arrays of equal length."""
+    raise NotImplementedError
+
+# %%
+import bluebook.exercises
+
+bluebook.exercises.run(bluebook.exercises.check_paired_bootstrap, paired_bootstrap)

@@ -8,7 +8,14 @@
 * :mod:`bluebook.analysis.toy` — random toy problems for that theory.
 """
 from bluebook.analysis import theory, toy
-from bluebook.analysis.bounds import BoundTable, batch_size_sweep, bound_checks, sequential_sweep, spearman
+from bluebook.analysis.bounds import (
+    BoundTable,
+    applied_sequence_sweep,
+    batch_size_sweep,
+    bound_checks,
+    sequential_sweep,
+    spearman,
+)
 from bluebook.analysis.contributions import ContributionScores, contribution_scores, single_layer_editing, target_prob
 from bluebook.analysis.residuals import (
                                              LayerResiduals,
@@ -23,6 +30,6 @@ __all__ = [
     "theory", "toy",
     "resolve_templates", "resolve_layers", "subset_targets", "LayerResiduals", "residuals_per_layer",
     "target_prob", "ContributionScores", "contribution_scores", "single_layer_editing",
-    "BoundTable", "spearman", "bound_checks", "batch_size_sweep", "sequential_sweep",
+    "BoundTable", "spearman", "bound_checks", "batch_size_sweep", "sequential_sweep", "applied_sequence_sweep",
     "PAPER_STEPS", "LayerSteps", "steps_per_layer",
 ]

@@ -21,7 +21,7 @@ from bluebook.core.presets import preset_for
 from bluebook.core.stats import layer_stats
 from bluebook.data import as_requests
 
-__all__ = ["BoundTable", "spearman", "bound_checks", "batch_size_sweep", "sequential_sweep"]
+__all__ = ["BoundTable", "spearman", "bound_checks", "batch_size_sweep", "sequential_sweep", "applied_sequence_sweep"]
 
 
 @dataclass
@@ -154,4 +154,55 @@ def sequential_sweep(model, tok, requests, earlier_requests, seq_lengths, layers
                 row["lemma43_q_envelope"] = q_envelope(C[layer], cfg.lam, C_p)
                 row["lemma43_q_envelope_without_cp"] = q_envelope(C[layer], cfg.lam)
             rows.append(row)
+    return BoundTable(rows)
+
+
+def applied_sequence_sweep(model, tok, requests, earlier_requests, seq_lengths, layers=None,
+                           cfg: EditConfig | None = None, *, templates=None, C: dict | None = None,
+                           earlier_batch_size: int | None = None, method: str = "memit_seq") -> BoundTable:
+    r"""Deviation and bound for the batch ``requests`` after ``t`` earlier batches were **applied**
+    (``t`` in ``seq_lengths``): the earlier batches of ``earlier_requests`` are edited into the model
+    one after another with ``method`` (MEMIT-seq: its state accumulates ``C_p = Σ K_pK_pᵀ`` with each
+    batch's keys read on the model it was applied to), and at each ``t`` the current batch's
+    residuals ``δ^l``, ``δ^L`` (fresh v* on the edited model) and keys are measured on the model as
+    it is then. Unlike :func:`sequential_sweep`, everything the edits change can move, so an
+    accumulation of error along the sequence can show. The model's weights are restored on return
+    (also after an exception). Each row holds ``seq_length``, the deviation, the bounds, ``q_norm``
+    and ``lemma43_cp_norm``.
+    """
+    from bluebook.editor.loop import edit
+    from bluebook.editor.state import SequentialState
+    from bluebook.model.weights import preserved_weights, restore_weights
+
+    requests, earlier = as_requests(requests), as_requests(earlier_requests)
+    cfg = cfg or preset_for(model, "memit")
+    layers = resolve_layers(model, cfg, layers)
+    templates = resolve_templates(model, tok, cfg, templates)
+    b = earlier_batch_size or len(requests)
+    t_max = max(seq_lengths)
+    if t_max * b > len(earlier):
+        raise ValueError(f"sequence length {t_max} × batch {b} needs {t_max * b} earlier requests, "
+                         f"got {len(earlier)}")
+    C = C or _stats(model, tok, layers, cfg)
+    state = SequentialState()
+    state.stats = {l: C[l] for l in layers}            # the unedited model's statistics, never recomputed
+    rows = []
+    with preserved_weights(model, layers) as saved:
+        for t in range(t_max + 1):
+            if t in seq_lengths:
+                res = residuals_per_layer(model, tok, requests, layers, cfg, templates)
+                K = read_states(model, tok, requests, key_layers=layers, templates=templates).keys
+                RL = res.delta_last.double().T
+                for layer in layers:
+                    Kl = K[layer].double().cpu()
+                    C_p = state.C_p.get(layer)
+                    Q = q_matrix(Kl, C[layer], cfg.lam, None if C_p is None else C_p.double())
+                    row = _row(evaluate_bound(Q, res.delta_direct[layer].double().T, RL, res.distance(layer)),
+                               layer=layer, seq_length=t, batch_size=len(requests), applied=True)
+                    row["lemma43_cp_norm"] = 0.0 if C_p is None else matrix_norm(C_p.double())
+                    rows.append(row)
+            if t < t_max:
+                edit(model, tok, earlier[t * b:(t + 1) * b], method, hparams=cfg, layers=layers, state=state,
+                     apply=True, templates=templates, progress=False)
+        restore_weights(model, saved)
     return BoundTable(rows)

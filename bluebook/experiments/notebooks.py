@@ -50,40 +50,118 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, prof
     return json.loads(mfile.read_text())
 
 
-def _headline(metrics: dict, limit: int = 12) -> list[tuple[str, object]]:
-    out = []
-    for k, v in metrics.items():
-        if isinstance(v, (int, float, str, bool)) or v is None:
-            out.append((k, v))
-        if len(out) >= limit:
-            break
-    return out
+def _fmt(v, digits: int = 3) -> str:
+    """A number as a reader wants it: at most ``digits`` significant decimals, no float noise."""
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if v != v:
+            return "nan"
+        a = abs(v)
+        if a >= 100:
+            return f"{v:.1f}"
+        if a >= 1:
+            return f"{v:.2f}"
+        return f"{v:.{digits}f}" if a >= 10 ** -digits or v == 0 else f"{v:.1e}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt(x, digits) for x in v) + "]"
+    return str(v)
 
 
-def run_all(out_dir: str | Path = "outputs", names: list[str] | None = None, profile: str = "ci") -> dict:
-    """Run every numbered notebook (or ``names``) in order; write ``outputs/index.json`` and
-    ``outputs/README.md`` with each notebook's headline numbers and figures."""
+def _cell(text) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def claims_table(index: dict) -> list[str]:
+    """Markdown lines: one row per claim of every notebook (claim, paper, ours, interval, n,
+    verdict, evidence)."""
+    lines = ["| notebook | claim | the paper says | ours | 95 % interval | n | verdict | evidence |",
+             "|---|---|---|---:|---|---:|---|---|"]
+    counts = {"agrees": 0, "disagrees": 0, "inconclusive": 0}
+    for stem, info in index.items():
+        for name, c in (info["metrics"].get("claims") or {}).items():
+            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
+            iv = c.get("interval")
+            lines.append(f"| {stem[:2]} | `{_cell(name)}` | {_cell(c['paper'])} | {_fmt(c['ours'])} | "
+                         f"{_fmt(iv) if iv else '—'} | {_fmt(c.get('n'))} | **{c['verdict']}** | "
+                         f"{c['evidence']}{': ' + _cell(c['note']) if c.get('note') else ''} |")
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    return [f"{sum(counts.values())} claims: {summary}.", ""] + lines
+
+
+def export_html(executed: Path) -> Path:
+    """An HTML copy of an executed notebook beside it (nbconvert's lab template, outputs kept)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(executed), as_version=4)
+    body, _ = HTMLExporter().from_notebook_node(nb)
+    target = Path(executed).with_suffix(".html")
+    atomic_write_text(target, body)
+    return target
+
+
+def _figures(folder: Path) -> list[Path]:
+    """The figures a notebook saved, in the order it saved them."""
+    figs = folder / "figures"
+    return sorted(figs.glob("*.png"), key=lambda f: (f.stat().st_mtime_ns, f.name)) if figs.exists() else []
+
+
+def write_report(out: Path, index: dict, profile: str = "ci") -> Path:
+    """``out/README.md``: the claims table first, then each notebook's figures in order, its time and
+    links to the executed notebook and its HTML export."""
+    from bluebook.runs import machine_info, source_commit
+
+    total = sum(i["seconds"] for i in index.values())
+    mach = machine_info()
+    lines = ["# bluebook results", "",
+             f"Profile `{profile}`, {len(index)} notebooks in {total / 60:.1f} min on {mach.get('cores')} cores "
+             f"({mach.get('cpu')}, torch {mach.get('torch')}, {'CUDA' if mach.get('cuda') else 'CPU'}), commit "
+             f"`{str(source_commit())[:12]}`, {time.strftime('%Y-%m-%d %H:%M %Z')}.", "",
+             "Each claim of the paper that a notebook tests, with our number, its 95 % interval and the verdict "
+             "read off that interval. *live*: computed in this run (small samples are labelled as such); "
+             "*recorded*: committed full-size runs, with their provenance in the notebook.", "",
+             "## Claims", ""]
+    lines += claims_table(index)
+    lines += ["", "## Notebooks", ""]
+    for stem, info in index.items():
+        folder = out / stem
+        html = folder / f"{stem}.html"
+        links = f"[notebook]({stem}/{stem}.ipynb)" + (f" · [HTML]({stem}/{stem}.html)" if html.exists() else "")
+        lines += [f"### {stem} ({info['seconds']:.0f} s)", "", links, ""]
+        lines += [f"![{f.stem}]({stem}/figures/{f.name})" for f in _figures(folder)] + [""]
+    target = out / "README.md"
+    atomic_write_text(target, "\n".join(lines) + "\n")
+    return target
+
+
+def run_all(out_dir: str | Path = "outputs", names: list[str] | None = None, profile: str = "ci",
+            html: bool = True) -> dict:
+    """Run every numbered notebook (or ``names``) in order, printing each one's progress and time;
+    export each to HTML (``html``), write ``outputs/index.json`` and the report ``outputs/README.md``
+    (:func:`write_report`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     books = list_notebooks()
     if names:
         books = [b for b in books if b.stem in names or b.name in names or b.stem[:2] in names]
     index = {}
-    for nb in books:
+    t_all = time.time()
+    for i, nb in enumerate(books, 1):
         t0 = time.time()
-        print(f"[bluebook] running {nb.name} ...", flush=True)
+        print(f"[bluebook] {i}/{len(books)} {nb.name} ...", flush=True)
         m = run_notebook(nb, out, profile=profile)
+        if html:
+            export_html(out / nb.stem / nb.name)
         index[nb.stem] = {"seconds": round(time.time() - t0, 1), "metrics": m}
+        n_claims = len(m.get("claims") or {})
+        print(f"[bluebook] {i}/{len(books)} {nb.name} done in {time.time() - t0:.0f} s"
+              + (f", {n_claims} claims" if n_claims else "") + f" (total {(time.time() - t_all) / 60:.1f} min)",
+              flush=True)
         write_json(out / "index.json", index)
-    lines = ["# bluebook outputs", "", f"Profile: `{profile}`. Each folder holds the executed notebook, "
-             "`metrics.json` and `figures/`.", ""]
-    for stem, info in index.items():
-        lines += [f"## {stem} ({info['seconds']} s)", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in _headline(info["metrics"])]
-        figs = sorted((out / stem / "figures").glob("*.png")) if (out / stem / "figures").exists() else []
-        lines += [""] + [f"![{f.stem}]({stem}/figures/{f.name})" for f in figs] + [""]
-        table = out / stem / "results.md"
-        if table.exists():
-            lines += [table.read_text(), ""]
-    atomic_write_text(out / "README.md", "\n".join(lines) + "\n")
+    write_report(out, index, profile)
     return index

@@ -15,12 +15,21 @@ from bluebook.locate.prompts import (
     target_token_id,
     token_ids,
 )
-from bluebook.locate.summary import ROW_LABELS, TraceSummary, peak_layer, propose_critical_layers, summarize, trace_many
+from bluebook.locate.summary import (
+    ROW_LABELS,
+    TraceSummary,
+    peak_layer,
+    propose_critical_layers,
+    subject_last_effects,
+    summarize,
+    trace_many,
+    window_stability,
+)
 from bluebook.locate.trace import KINDS, TraceResult, trace_prompt
 
 __all__ = [
     "KINDS", "ROW_LABELS", "TraceResult", "TraceSummary",
     "as_template", "as_triple", "token_ids", "subject_range", "target_token_id", "embedding_noise_scale",
     "subject_noise", "trace_prompt", "known_ranks", "known_rank", "filter_known", "summarize", "trace_many",
-    "peak_layer", "propose_critical_layers",
+    "peak_layer", "propose_critical_layers", "subject_last_effects", "window_stability",
 ]

@@ -210,3 +210,32 @@ def propose_critical_layers(summary, kind: str = "mlp", width: int = 5, min_laye
     sums = np.convolve(c[lo:], np.ones(width), mode="valid")
     start = lo + int(np.argmax(sums))
     return list(range(start, start + width))
+
+
+def subject_last_effects(summary: TraceSummary, kind: str = "mlp") -> np.ndarray:
+    """``(prompts, layers)``: each traced prompt's indirect effect of ``kind`` at its subject's last
+    token (the rows :func:`summarize` averages into the curve)."""
+    if kind not in summary.kinds:
+        raise ValueError(f"summary has no {kind!r} effects (kinds: {summary.kinds})")
+    return np.stack([r.indirect_effect(kind)[r.subject_range[1]] for r in summary.per_prompt])
+
+
+def window_stability(per_prompt, width: int = 5, min_layer: int = 0, n_resamples: int = 1000,
+                     seed: int = 0) -> dict:
+    """How firmly the prompts pick a layer window: resample the prompts (rows of ``per_prompt``,
+    ``(prompts, layers)``) with replacement, average, and redo :func:`propose_critical_layers` and
+    :func:`peak_layer` on every resample. Returns the windows' start layers and the peaks as
+    ``{"window_starts": {start: share}, "peak_low", "peak_high"}`` (the peak's 2.5–97.5 % range)."""
+    x = np.asarray(per_prompt, dtype=float)
+    if x.ndim != 2 or x.shape[0] < 1:
+        raise ValueError(f"per_prompt must be (prompts, layers), got shape {x.shape}")
+    rng = np.random.default_rng(seed)
+    starts, peaks = [], []
+    for _ in range(int(n_resamples)):
+        mean = np.nanmean(x[rng.integers(0, x.shape[0], x.shape[0])], axis=0)
+        starts.append(propose_critical_layers(mean, width=width, min_layer=min_layer)[0])
+        peaks.append(peak_layer(mean, min_layer=min_layer))
+    vals, counts = np.unique(starts, return_counts=True)
+    return {"window_starts": {int(v): round(float(c) / len(starts), 4) for v, c in zip(vals, counts)},
+            "peak_low": int(np.percentile(peaks, 2.5, method="lower")),
+            "peak_high": int(np.percentile(peaks, 97.5, method="higher"))}

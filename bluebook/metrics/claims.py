@@ -141,7 +141,7 @@ def all_hold_claim(paper: str, flags, evidence: str = "live", note: str = "") ->
         raise ValueError("all_hold_claim: no cases")
     est = wilson(sum(flags), len(flags))
     return claim(paper, round(est.value, 6), (est.low, est.high), est.n, "agrees" if all(flags) else "disagrees",
-                 evidence, note)
+                 evidence, _label(note, est.n, evidence))
 
 
 def decide(live: dict | None, recorded: dict | None = None) -> dict:

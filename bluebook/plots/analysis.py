@@ -6,6 +6,7 @@ matplotlib/seaborn state.
 """
 from __future__ import annotations
 
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -133,6 +134,10 @@ def deviation_growth(distance_table, batch_table=None, seq_table=None) -> Figure
         long = long[long["value"] > 0]
         sns.lineplot(long, x=x, y="value", hue="quantity", marker="o", errorbar="sd", palette=_COLORS, ax=ax)
         ax.set_yscale("log")
+        # decade ticks only: minor labels on a narrow log axis run into each other
+        ax.yaxis.set_major_locator(mticker.LogLocator(base=10, numticks=6))
+        ax.yaxis.set_minor_formatter(mticker.NullFormatter())
+        ax.set_xticks(sorted(df[x].unique()))
         ax.set_xlabel(label)
         ax.set_ylabel(r"$\|\cdot\|_2$")
         ax.legend(fontsize=8)

@@ -56,16 +56,18 @@ def method_comparison(results: dict[str, dict], bases=("memit", "alphaedit", "re
         ax.bar(x - w / 2, base_v, w, label="base", color=_BASE_COLOR)
         ax.bar(x + w / 2, blue_v, w, label="+ BLUE", color=_BLUE_COLOR)
         for xi, (a, b) in enumerate(zip(base_v, blue_v)):
-            ax.text(xi - w / 2, a + 1, f"{a:.0f}", ha="center", fontsize=7)
-            ax.text(xi + w / 2, b + 1, f"{b:.0f}", ha="center", fontsize=7)
+            ax.text(xi - w / 2, a + 1, f"{a:.1f}", ha="center", fontsize=7)     # 62.5 stays 62.5
+            ax.text(xi + w / 2, b + 1, f"{b:.1f}", ha="center", fontsize=7)
         ax.set_xticks(x, [b.upper() if b != "alphaedit" else "AlphaEdit" for b in bases])
-        ax.set_ylim(0, 108)
+        ax.set_ylim(0, 112)
         ax.set_title(m.capitalize())
     axes[0].set_ylabel("% of cases")
-    axes[-1].legend(loc="lower right", fontsize=8)
+    # the legend sits above the panels, where it cannot cover a bar
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper right", ncol=2, fontsize=8, frameon=False)
     if title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle(title, x=0.01, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 
 

@@ -87,6 +87,12 @@ def perplexity_bars(ppl: Mapping[str, float], title: str = "Held-out Wikipedia p
     if "unedited" in ppl:
         ax.axhline(float(ppl["unedited"]), color="k", ls="--", lw=1)
     ax.set_xticks(np.arange(len(names)), names, rotation=35, ha="right")
+    # bars from 0 would make every model look the same: the axis starts just below the smallest value
+    lo, hi = min(vals), max(vals)
+    pad = max(0.05 * (hi - lo), 0.002 * hi)
+    ax.set_ylim(lo - 2 * pad, hi + pad)
+    for i, v in enumerate(vals):
+        ax.text(i, v + pad / 4, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
     ax.set_ylabel("perplexity (lower is better)")
     ax.set_title(title)
     return fig
@@ -113,4 +119,41 @@ def shift_distributions(shifts: Mapping[str, Sequence[float]], kind: str = "viol
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
+    return fig
+
+
+def beside_paper(ours: Mapping[str, Mapping[str, float]], paper: Mapping[str, Mapping[str, Mapping[str, float]]],
+                 metrics: Sequence[str] = METRICS, ours_label: str = "ours", title: str | None = None,
+                 intervals: Mapping[str, Mapping[str, tuple]] | None = None):
+    """Our numbers beside the paper's: one panel per metric, one group per method that both have,
+    one bar per source (``ours`` ``{method: {metric: value}}``; ``paper`` ``{model: {method: {metric:
+    value}}}``). ``intervals`` ``{method: {metric: (low, high)}}`` draws error bars on our bars."""
+    sources = [ours_label] + list(paper)
+    methods = [m for m in PAPER_ORDER if m in ours and any(m in rows for rows in paper.values())]
+    if not methods:
+        raise ValueError("beside_paper: no method appears both in ours and in the paper's rows")
+    fig, axes = new_figure(len(metrics), (3.8 * len(metrics), 3.4), layout="constrained")
+    w = 0.8 / len(sources)
+    shades = ["#1f5fbf", "#6f6f6f", "#b5b5b5", "#dcdcdc"]
+    for ax, metric in zip(axes, metrics):
+        for k, src in enumerate(sources):
+            rows = ours if src == ours_label else paper[src]
+            vals = [rows.get(m, {}).get(metric) for m in methods]
+            xs = np.arange(len(methods)) + (k - (len(sources) - 1) / 2) * w
+            heights = [np.nan if v is None else float(v) for v in vals]
+            err = None
+            if src == ours_label and intervals:
+                lo = [h - intervals.get(m, {}).get(metric, (h, h))[0] for m, h in zip(methods, heights)]
+                hi = [intervals.get(m, {}).get(metric, (h, h))[1] - h for m, h in zip(methods, heights)]
+                err = [lo, hi]
+            ax.bar(xs, heights, w, yerr=err, capsize=2, color=shades[k % len(shades)], label=src)
+        names = [LABELS.get(m[:-5], m[:-5]) + "-BLUE" if m.endswith("_blue") else LABELS.get(m, m) for m in methods]
+        ax.set_xticks(np.arange(len(methods)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylim(0, 105)
+        ax.set_title(metric.capitalize())
+    axes[0].set_ylabel("×100")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(sources), frameon=False, fontsize=8)
+    if title:
+        fig.suptitle(title)
     return fig

@@ -215,3 +215,51 @@ def test_spearman_hand_computed():
     assert analysis.spearman([1, 2, 3, 4], [1, 3, 5, 9]) == pytest.approx(1.0)
     # rank differences (0, −1, 1, 0): ρ = 1 − 6·Σd² / (n(n² − 1)) = 1 − 12/60
     assert analysis.spearman([1, 2, 3, 4], [10, 30, 20, 40]) == pytest.approx(0.8)
+
+
+def test_applied_sequence_sweep_measures_on_the_edited_model(setup):
+    """t = 0 is the frozen sweep's t = 0; at t ≥ 1 the earlier batches are really applied (MEMIT-seq):
+    C_p is the sum of their keys read on the model each was applied to, the current residuals are
+    re-optimised on the edited model, and the weights come back bit-exactly."""
+    from bluebook.model.weights import snapshot_weights
+
+    model, tok, cfg, res = setup
+    earlier = [EditRequest("{} was born in", s, "Paris", "Rome", case_id=10 + k)
+               for k, s in enumerate(["Alan Turing", "Marie Curie", "Ada Lovelace", "Niels Bohr"])]
+    before = snapshot_weights(model, LAYERS)
+    applied = analysis.applied_sequence_sweep(model, tok, REQS[:2], earlier, [0, 2], LAYERS, cfg,
+                                              templates=TEMPLATES, earlier_batch_size=2)
+    after = snapshot_weights(model, LAYERS)
+    assert all(torch.equal(before[l], after[l]) for l in LAYERS)
+    frozen = analysis.sequential_sweep(model, tok, REQS[:2], earlier, [0], LAYERS, cfg, templates=TEMPLATES,
+                                       earlier_batch_size=2)
+    for layer in LAYERS:
+        a = next(r for r in applied.rows if r["layer"] == layer and r["seq_length"] == 0)
+        f = next(r for r in frozen.rows if r["layer"] == layer)
+        for k in ("deviation", "bound", "q_norm"):
+            assert a[k] == pytest.approx(f[k], rel=1e-5, abs=1e-9), (layer, k)
+    # the same two batches applied by hand: C_p from keys read after each apply, fresh residuals after
+    C0 = {l: s.C.double() for l, s in bluebook.layer_stats(model, tok, LAYERS, cfg.stats, progress=False).items()}
+    state = bluebook.SequentialState()
+    for s in (0, 2):
+        bluebook.edit(model, tok, earlier[s:s + 2], "memit_seq", hparams=cfg, layers=LAYERS, state=state,
+                      apply=True, templates=TEMPLATES, progress=False)
+    try:
+        res2 = analysis.residuals_per_layer(model, tok, REQS[:2], LAYERS, cfg, TEMPLATES)
+        for layer in LAYERS:
+            K = bluebook.read_states(model, tok, REQS[:2], key_layers=[layer], templates=TEMPLATES).keys[layer]
+            ref = theory.check_bound(K.double(), C0[layer], cfg.lam, res2.delta_direct[layer].double().T,
+                                     res2.delta_last.double().T, 2 - layer, C_p=state.C_p[layer].double())
+            row = next(r for r in applied.rows if r["layer"] == layer and r["seq_length"] == 2)
+            assert row["deviation"] == pytest.approx(ref.deviation, rel=1e-4, abs=1e-9), layer
+            assert row["bound"] == pytest.approx(ref.bound, rel=1e-4, abs=1e-9), layer
+            assert row["lemma43_cp_norm"] > 0
+    finally:
+        from bluebook.model.weights import restore_weights
+        restore_weights(model, before)
+    # and it differs from the frozen approximation (on the unedited model), which cannot see the edits
+    frozen2 = analysis.sequential_sweep(model, tok, REQS[:2], earlier, [2], LAYERS, cfg, residuals=res.select(range(2)),
+                                        templates=TEMPLATES, earlier_batch_size=2)
+    gaps = [abs(next(r for r in applied.rows if r["layer"] == l and r["seq_length"] == 2)["deviation"]
+                - next(r for r in frozen2.rows if r["layer"] == l)["deviation"]) for l in LAYERS[:-1]]
+    assert max(gaps) > 1e-6

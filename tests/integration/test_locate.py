@@ -303,3 +303,22 @@ def test_propose_critical_layers_synthetic():
         propose_critical_layers(spiky, width=8, min_layer=1)
     with pytest.raises(ValueError):
         peak_layer(spiky, min_layer=8)
+
+
+def test_window_stability_on_hand_made_curves():
+    import numpy as np
+
+    from bluebook.locate import window_stability
+
+    bump = np.zeros((20, 12))
+    bump[:, 4:9] = [0.1, 0.2, 0.3, 0.2, 0.1]            # every prompt peaks at layer 6, window 4-8
+    s = window_stability(bump, width=5, n_resamples=200)
+    assert s["window_starts"] == {4: 1.0} and (s["peak_low"], s["peak_high"]) == (6, 6)
+    split = bump.copy()
+    split[10:] = 0
+    split[10:, 0:5] = [0.1, 0.2, 0.3, 0.2, 0.1]         # half the prompts peak at layer 2 instead
+    s = window_stability(split, width=5, n_resamples=400, seed=1)
+    assert set(s["window_starts"]) <= {0, 1, 2, 3, 4} and max(s["window_starts"].values()) < 1.0
+    assert s["peak_low"] <= 2 and s["peak_high"] >= 6
+    with pytest.raises(ValueError, match="prompts, layers"):
+        window_stability(np.zeros(5))

@@ -19,7 +19,28 @@ def execute_notebook(stem: str, out_dir: Path, **params) -> dict:
     from bluebook.experiments.notebooks import run_notebook
     metrics = run_notebook(NB_DIR / f"{stem}.ipynb", out_dir, parameters=params, timeout=1800)
     check_reader_view(Path(out_dir) / stem / f"{stem}.ipynb")
+    if stem[:2] in CLAIM_NOTEBOOKS:
+        check_claim_record(stem, metrics)
     return metrics
+
+
+#: the notebooks that test claims of the paper and record them in metrics.json
+CLAIM_NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09")
+
+
+def check_claim_record(stem: str, metrics: dict) -> None:
+    """``metrics["claims"]`` has the documented shape, every verdict follows from its interval where
+    it has one and was decided from it, and small live samples say so."""
+    from bluebook.metrics.claims import SMALL_SAMPLE, check_claims
+
+    assert "claims" in metrics, f"{stem}: metrics.json has no claims"
+    check_claims(metrics["claims"])
+    for name, c in metrics["claims"].items():
+        iv = c["interval"]
+        if iv is not None and c["ours"] is not None:
+            assert iv[0] - 1e-6 <= c["ours"] <= iv[1] + 1e-6, f"{stem}:{name}: {c['ours']} outside {iv}"
+        if c["evidence"] == "live" and c["n"] is not None and c["n"] < SMALL_SAMPLE and c["interval"] is not None:
+            assert "small live sample" in c["note"], f"{stem}:{name}: n={c['n']} but not labelled small"
 
 
 def check_reader_view(executed: Path) -> None:

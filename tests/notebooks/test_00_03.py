@@ -1,4 +1,8 @@
 """Notebooks 00–03 run top to bottom on their CI defaults and report sane headline numbers."""
+import json
+from importlib.resources import files
+
+import numpy as np
 import pytest
 
 pytestmark = pytest.mark.notebook
@@ -30,7 +34,20 @@ def test_02_locating(nb_out, run_nb):
     m = run_nb("02_locating", nb_out)
     assert isinstance(m["peak_mlp_layer"], int) and 0 <= m["peak_mlp_layer"] < 30
     assert isinstance(m["peak_mlp_layer_min1"], int) and 1 <= m["peak_mlp_layer_min1"] < 30
-    assert m["peak_mlp_layer_recorded"] == 0
+    # the recorded tier's headline numbers follow from its own per-prompt curves
+    rec = json.loads((files("bluebook") / "assets" / "smollm2_tracing_window10.json").read_text())
+    rows = np.asarray(rec["ie_subject_last_per_prompt"]["mlp"])
+    assert rows.shape == (rec["n_prompts"], 30)
+    assert np.allclose(rows.mean(0), rec["ie_subject_last"]["mlp"], atol=1e-5)
+    assert m["peak_mlp_layer_recorded"] == int(np.argmax(rows.mean(0))) == rec["peak_mlp_layer"]
+    assert m["window"] == rec["window"] == 10
+    c = m["claims"]
+    assert set(c) == {"block_effect_early_middle", "mlp_effect_critical_over_late", "window_matches_preset"}
+    for k, v in c.items():
+        assert v["live"]["n"] == m["n_curve_prompts"] and v["recorded"]["n"] == rec["n_prompts"], k
+    crit, late = m["critical_layers"], list(range(20, 30))
+    want = float(np.mean(rows[:, crit].mean(1) - rows[:, late].mean(1)))
+    assert c["mlp_effect_critical_over_late"]["recorded"]["ours"] == pytest.approx(want, abs=1e-5)
     crit = m["critical_layers"]
     assert isinstance(crit, list) and len(crit) >= 2 and _consecutive(crit)
     assert set(m["proposed_window_recorded_min1"]) & set(crit)
@@ -48,3 +65,8 @@ def test_03_closed_form_edits(nb_out, run_nb):
               "neighbour_p_true_after"):
         assert 0.0 <= m[k] <= 1.0
     assert _consecutive(m["critical_layers"])
+    c = m["claims"]
+    assert c["edit_generalizes_to_paraphrases"]["ours"] == pytest.approx(
+        m["paraphrase_p_new_after"] - m["paraphrase_p_new_before"], abs=1e-5)
+    assert c["edit_generalizes_to_paraphrases"]["n"] == 3 and c["edit_keeps_neighbours"]["n"] == 3
+    assert c["closed_form_is_least_squares"]["verdict"] == "agrees"

@@ -19,3 +19,16 @@ def test_06_blue(nb_out, run_nb):
             assert m["changed_layers"][v] == [critical[0], critical[-1]]
         else:
             assert m["changed_layers"][v] == critical
+    # claims re-derived from the stored tables
+    c = m["claims"]
+    steps = m["steps_per_layer"]
+    assert c["steps_drop_after_first_layer"]["ours"] == pytest.approx(steps[1] - steps[0], abs=1e-6)
+    assert c["third_layer_under_2_steps"]["ours"] == pytest.approx(steps[2], abs=1e-6)
+    for base in ("memit", "alphaedit", "rect", "prune"):
+        for k in ("efficacy", "generalization", "specificity"):
+            got = c[f"counterfact:{base}_blue>{base}:{k}"]
+            want = m["methods"][f"{base}_blue"][k] - m["methods"][base][k]
+            assert got["ours"] == pytest.approx(want, abs=0.011) and got["n"] == m["n_edits"]   # tables: 2 dp
+    assert c["blue_updates_two_layers"]["verdict"] == "agrees"
+    # one budget for every method, never exceeded
+    assert all(v <= m["target_budget"] for d in m["target_steps_used"].values() for v in d.values())

@@ -20,6 +20,7 @@ LAYERS = {
     "analysis": {"editor", "core", "model", "data", "metrics", "runs"},
     "experiments": {"editor", "core", "model", "data", "metrics", "analysis", "locate", "runs"},
     "plots": {"core"},                              # core.names only (tests/unit/test_plots.py)
+    "exercises": {"analysis", "core", "locate", "metrics", "runs"},   # checkers compare with the pure maths
 }
 
 

@@ -1,0 +1,55 @@
+"""The results report (outputs/README.md): claims table first, rounded numbers, figures in the
+order each notebook saved them, HTML exports linked."""
+import os
+
+import nbformat
+
+from bluebook.experiments.notebooks import _fmt, export_html, write_report
+from bluebook.metrics.claims import paired_claim, threshold_claim
+
+
+def test_fmt_rounds_like_a_table():
+    assert _fmt(0.123456789) == "0.123"
+    assert _fmt(12.3456) == "12.35"
+    assert _fmt(605.987) == "606.0"
+    assert _fmt(3.2e-5) == "3.2e-05"
+    assert _fmt([0.11111, 2.22222]) == "[0.111, 2.22]"
+    assert _fmt(None) == "—" and _fmt(7) == "7" and _fmt(True) == "True"
+
+
+def test_report_opens_with_the_claims_and_keeps_figure_order(tmp_path):
+    out = tmp_path / "outputs"
+    for stem, names in (("02_locating", ["zeta", "alpha"]), ("07_replication", ["bars"])):
+        figs = out / stem / "figures"
+        figs.mkdir(parents=True)
+        for i, n in enumerate(names):
+            f = figs / f"{n}.png"
+            f.write_bytes(b"png")
+            os.utime(f, ns=(10**18 + i, 10**18 + i))          # saved in this order
+    index = {
+        "02_locating": {"seconds": 61.2, "metrics": {"claims": {
+            "block": threshold_claim("block | effect > 0", [0.31234, 0.2, 0.25] * 20, 0.0)}}},
+        "07_replication": {"seconds": 300.0, "metrics": {"claims": {
+            "cf:memit_blue>memit:efficacy": paired_claim("BLUE > base", [1, 0, 1, 1], [0, 0, 1, 0], scale=100.0)}}},
+    }
+    text = write_report(out, index).read_text()
+    head = text.split("## Notebooks")[0]
+    assert "## Claims" in head and "2 claims: 1 agrees, 0 disagrees, 1 inconclusive." in head
+    rows = [line for line in head.splitlines() if line.startswith("| 0")]
+    assert len(rows) == 2
+    assert rows[0].startswith("| 02 | `block` | block \\| effect > 0 | 0.254 |")      # rounded, pipe escaped
+    assert "**agrees**" in rows[0] and "**inconclusive**" in rows[1] and "small live sample (n=4)" in rows[1]
+    body = text.split("## Notebooks")[1]
+    assert body.index("figures/zeta.png") < body.index("figures/alpha.png") < body.index("figures/bars.png")
+    assert "[notebook](02_locating/02_locating.ipynb)" in body and "HTML" not in body
+
+
+def test_export_html_writes_the_outputs(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("print(41 + 1)")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="42\n")]
+    nb.cells = [nbformat.v4.new_markdown_cell("# Title here"), cell]
+    path = tmp_path / "x.ipynb"
+    nbformat.write(nb, str(path))
+    html = export_html(path).read_text()
+    assert "Title here" in html and "42" in html and html.lstrip().lower().startswith("<!doctype html")
