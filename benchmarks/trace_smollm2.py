@@ -85,6 +85,7 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
 
     t_all = time.perf_counter()
+    commit = source_commit()             # the code this process runs: read before any long work
     model, tok = load_model("smollm2-135m", device="cpu")
     items, source = counterfact_items()
 
@@ -118,10 +119,12 @@ def main(argv=None) -> int:
     print(f"peak MLP layer: {peak}; proposed {args.width}-layer window: {window}")
     print(f"excluding layer 0: peak MLP layer {peak1}; proposed window {window1}")
 
+    restored = "one module" if args.window == 1 else f"a window of {args.window} MLP/attention modules"
     record = {
         "model": "smollm2-135m (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to fp32)",
-        "method": "causal tracing (ROME): Gaussian noise on the subject token embeddings, restore one "
-                  "module's clean output at the subject's last token, indirect effect = p(restored) - p(corrupted)",
+        "method": "causal tracing (ROME): Gaussian noise on the subject token embeddings, restore the clean "
+                  f"output of {restored} (block outputs: one) at the subject's last token, indirect effect = "
+                  "p(restored) - p(corrupted)",
         "data": source,
         "n_prompts": summary.n_prompts,
         "records_scanned": scanned,
@@ -161,7 +164,7 @@ def main(argv=None) -> int:
         "date": time.strftime("%Y-%m-%d"),
         "command": "python benchmarks/trace_smollm2.py " + " ".join(
             _portable(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "commit": source_commit(),
+        "commit": commit,
         "wall_s": round(runtime, 1),
     }
     write_json(args.out, record)

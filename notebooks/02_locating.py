@@ -136,19 +136,26 @@ pd.DataFrame({"mlp live": live.curves["mlp"], "mlp recorded": rec["mlp"], "block
 # %% [markdown]
 # ## Choosing the critical layers
 #
-# * The largest single MLP effect is at **layer 0** (recorded: `peak_mlp_layer = 0`). The first MLP
-#   of a transformer largely re-encodes the token it sits on (an extension of the embedding), so
-#   restoring it undoes part of the *noise* whatever the fact is. It is not where facts are
-#   recalled, and ROME/MEMIT never edit it.
-# * Looking past it (`min_layer = 1`), the 5-layer window with the largest summed MLP effect on the
-#   recorded curve is computed below with `locate.propose_critical_layers`.
-# * The preset uses **layers 4–8**: the window the search returns past layer 0, and the window the
-#   paper uses for Llama3-8B (the same architecture family), with the BLUE boundary layers 4 and 8.
+# * **Restoration window.** With ROME's 10-layer windows (this notebook's default `window = 10`; the
+#   recorded tier uses the same), the MLP effect at the subject's last token rises over the first
+#   layers, peaks at **layer 5** and falls to almost nothing after layer 13: the facts are carried
+#   through an early band of MLPs. With single-layer restoration (`window = 1`, the older recording
+#   in `bluebook/assets/smollm2_tracing.json`) the curve is nearly flat past a spike at layer 0,
+#   whose MLP re-encodes the corrupted token itself (ROME and MEMIT never edit it); `min_layer`
+#   excludes it from the search below.
+# * The 5-layer window with the largest summed MLP effect is computed with
+#   `locate.propose_critical_layers`; the claims below resample the prompts to show how firmly
+#   the traces pick it.
+# * The preset uses **layers 4–8**. That window came from the single-layer trace past layers 0–2
+#   and is the window the paper uses for Llama3-8B (the same architecture family), with BLUE's
+#   boundary layers 4 and 8. The 10-layer-window trace puts the band earlier (about 1–5), so the
+#   preset overlaps it in layers 4–5 only: the claim on the window says so, and the presets were
+#   kept because every later number (the edits' efficacy, the λ sweep) was measured on 4–8.
 #
 # **Where this differs from the paper.** On GPT2-XL/GPT-J the MLP curve has a clear bump in the
-# early-middle layers. On this 135M model the per-layer MLP effects are an order of magnitude
-# smaller than the block effect and almost flat, so the window is a weak choice among near-equals;
-# the CI run with a few prompts and two noise draws is noisier still and can put its peak elsewhere.
+# early-middle layers and the edited window sits on it. On this 135M model the per-layer MLP
+# effects are an order of magnitude smaller than the block effect; the CI run, with a few prompts
+# and two noise draws, is noisier still and can put its peak elsewhere.
 
 # %%
 peak_live = locate.peak_layer(live, "mlp")

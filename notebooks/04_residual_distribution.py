@@ -36,6 +36,7 @@ n_requests = 4
 target_steps = 8
 single_layer_batch_size = 1
 seed = 0
+recorded_notebooks = "../results/notebooks"   # committed full-profile runs: the recorded tier
 device = "auto"
 output_dir = "artifacts/04"
 
@@ -48,6 +49,8 @@ import bluebook
 from bluebook import analysis
 from bluebook.core.config import with_overrides
 from bluebook.core.templates import context_templates
+from bluebook.experiments import verdicts
+from bluebook.experiments.notebooks import recorded_claims
 from bluebook.metrics.claims import claims_frame, paired_claim, threshold_claim
 from bluebook.model.device import resolve_device
 from bluebook.plots import analysis as aplots
@@ -201,6 +204,20 @@ claims_frame(claims)[["ours", "low", "high", "n", "verdict", "note"]]
 # each with its interval; with a CI-sized sample most intervals are wide. The full profile
 # (`params/full/04_residual_distribution.yaml`: 200 requests, the preset's 25 steps) is the run to
 # compare with the paper.
+
+# %% [markdown]
+# ### The recorded tier
+#
+# The same claims from this notebook's committed full-profile run (`python -m bluebook
+# record-notebook 04`, under `results/notebooks/04_residual_distribution/` with its command, commit, date,
+# machine and wall time). Where the live interval cannot decide, the verdict is taken from there and
+# the note says so; without a committed run the live verdict stands alone.
+
+# %%
+recorded = recorded_claims("04_residual_distribution", recorded_notebooks)
+print(f"recorded tier: {len(recorded)} claims" if recorded else "recorded tier: no full-profile run committed yet")
+claims = verdicts.combined(claims, recorded)
+claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 
 # %%
 metrics = {

@@ -39,6 +39,7 @@ seq_lengths = [0, 1, 2, 4, 8]
 seq_batch_size = 4
 applied_seq_lengths = [0, 2, 4]   # earlier batches really applied (MEMIT-seq) before measuring; [] skips it
 seed = 0
+recorded_notebooks = "../results/notebooks"   # committed full-profile runs: the recorded tier
 device = "auto"
 output_dir = "artifacts/05"
 
@@ -51,6 +52,8 @@ import bluebook
 from bluebook import analysis
 from bluebook.core.config import with_overrides
 from bluebook.core.templates import context_templates
+from bluebook.experiments import verdicts
+from bluebook.experiments.notebooks import recorded_claims
 from bluebook.metrics.claims import all_hold_claim, claims_frame, correlation_claim
 from bluebook.model.device import resolve_device
 from bluebook.plots import analysis as aplots
@@ -243,6 +246,20 @@ claims_frame(claims)[["ours", "low", "high", "n", "verdict", "note"]]
 # %% [markdown]
 # The paper's own limitations section notes that a growing upper bound does not imply a growing
 # error, and §4 above shows the per-batch `‖Q‖` need not grow with the sequence at all.
+
+# %% [markdown]
+# ### The recorded tier
+#
+# The same claims from this notebook's committed full-profile run (`python -m bluebook
+# record-notebook 05`, under `results/notebooks/05_bounds/` with its command, commit, date,
+# machine and wall time). Where the live interval cannot decide, the verdict is taken from there and
+# the note says so; without a committed run the live verdict stands alone.
+
+# %%
+recorded = recorded_claims("05_bounds", recorded_notebooks)
+print(f"recorded tier: {len(recorded)} claims" if recorded else "recorded tier: no full-profile run committed yet")
+claims = verdicts.combined(claims, recorded)
+claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 
 # %%
 metrics = {

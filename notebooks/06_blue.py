@@ -42,6 +42,7 @@ bare_templates = True       # CI speed-up: optimise v* on the bare prompt only (
 n_neighborhood = 3          # neighbourhood prompts scored per request (0: all)
 methods = ["memit", "alphaedit", "rect", "prune"]
 seed = 0
+recorded_notebooks = "../results/notebooks"   # committed full-profile runs: the recorded tier
 device = "auto"
 output_dir = "artifacts/06"
 
@@ -62,6 +63,7 @@ from bluebook.core.config import with_overrides
 from bluebook.core.keys import read_states
 from bluebook.core.templates import context_templates
 from bluebook.experiments import verdicts
+from bluebook.experiments.notebooks import recorded_claims
 from bluebook.experiments.sequence import case_columns
 from bluebook.metrics.claims import all_hold_claim, claims_frame, paired_claim, threshold_claim
 from bluebook.model.specs import proj_weight, spec_for
@@ -363,6 +365,20 @@ print({v: changed[v] for v in variants})
 claims["blue_updates_two_layers"] = all_hold_claim(
     "BLUE updates only the first and the last critical layer", [changed[v] == [first, last] for v in variants
                                                                  if v.endswith("_blue")])
+
+# %% [markdown]
+# ### The recorded tier
+#
+# The same claims from this notebook's committed full-profile run (`python -m bluebook
+# record-notebook 06`, under `results/notebooks/06_blue/` with its command, commit, date,
+# machine and wall time). Where the live interval cannot decide, the verdict is taken from there and
+# the note says so; without a committed run the live verdict stands alone.
+
+# %%
+recorded = recorded_claims("06_blue", recorded_notebooks)
+print(f"recorded tier: {len(recorded)} claims" if recorded else "recorded tier: no full-profile run committed yet")
+claims = verdicts.combined(claims, recorded)
+claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 
 # %%
 bluebook.runs.write_metrics(out, {

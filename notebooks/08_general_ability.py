@@ -44,6 +44,7 @@ n_unrelated = 64           # unrelated records whose subjects' hidden states are
 unrelated_offset = 1000
 n_known = 40               # known facts, chosen on the unedited model from records no notebook edits
 seed = 0
+recorded_notebooks = "../results/notebooks"   # committed full-profile runs: the recorded tier
 device = "auto"
 output_dir = "artifacts/08"
 
@@ -58,6 +59,8 @@ import torch
 import bluebook
 from bluebook import runs
 from bluebook.data.probes import load_fact_pool
+from bluebook.experiments import verdicts
+from bluebook.experiments.notebooks import recorded_claims
 from bluebook.metrics import ability, evaluate_counterfact, summarize
 from bluebook.metrics.claims import claims_frame, paired_claim
 from bluebook.model.device import resolve_device
@@ -226,6 +229,20 @@ for m in methods:
     assert 0.0 <= efficacy[m] <= 100.0
 same = ability.representation_shift(before["states"], ability.subject_states(lm, tok, unrelated, last_layer))
 assert same.mean_l2 < 1e-4
+
+# %% [markdown]
+# ### The recorded tier
+#
+# The same claims from this notebook's committed full-profile run (`python -m bluebook
+# record-notebook 08`, under `results/notebooks/08_general_ability/` with its command, commit, date,
+# machine and wall time). Where the live interval cannot decide, the verdict is taken from there and
+# the note says so; without a committed run the live verdict stands alone.
+
+# %%
+recorded = recorded_claims("08_general_ability", recorded_notebooks)
+print(f"recorded tier: {len(recorded)} claims" if recorded else "recorded tier: no full-profile run committed yet")
+claims = verdicts.combined(claims, recorded)
+claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 
 # %%
 metrics = {

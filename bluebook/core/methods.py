@@ -109,8 +109,11 @@ class MemitSolver:
 
     def delta(self, K, R, layer, ctx) -> torch.Tensor:
         C_p = _C_p(ctx, layer, K.device) if self.sequential else None
-        return solvers.memit_delta(K, R, ctx.C(layer).to(K.device), ctx.cfg.lam, C_p=C_p,
-                                   dtype=DTYPES[ctx.cfg.solve_dtype])
+        try:
+            return solvers.memit_delta(K, R, ctx.C(layer).to(K.device), ctx.cfg.lam, C_p=C_p,
+                                       dtype=DTYPES[ctx.cfg.solve_dtype])
+        except ValueError as exc:
+            raise ValueError(f"layer {layer}: {exc}") from exc
 
     def needs_committed_keys(self) -> bool:
         return self.sequential

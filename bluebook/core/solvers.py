@@ -45,15 +45,19 @@ def _spd_solve(A: torch.Tensor, B: torch.Tensor, what: str) -> torch.Tensor:
     """
     try:
         L, info = torch.linalg.cholesky_ex(A)
-        if int(info) == 0:
-            X = torch.cholesky_solve(B, L)
-            dg = L.diagonal().abs()
-            cond = float((dg.max() / dg.min().clamp_min(1e-300)) ** 2)
-        else:
-            X = torch.linalg.solve(A, B)
-            cond = float("inf")
-    except RuntimeError as exc:  # singular
+    except RuntimeError as exc:
         raise ValueError(f"{what}: the system matrix is singular ({exc}); increase the regulariser") from exc
+    if int(info) != 0:
+        # λC (+ C_p) + KKᵀ is PSD by construction, so a failed factorisation means it is singular: a
+        # general solve would return one of infinitely many answers, silently. The usual cause is a
+        # rank-deficient C, i.e. statistics from fewer tokens than the key dimension.
+        raise ValueError(
+            f"{what}: the system matrix ({A.shape[0]}×{A.shape[0]}) is singular (not positive definite at "
+            f"column {int(info)}): the layer statistics C are rank-deficient or λ is 0. Compute C from more "
+            "tokens (stats.n_samples × stats.max_len well above the key dimension) or raise λ.")
+    X = torch.cholesky_solve(B, L)
+    dg = L.diagonal().abs()
+    cond = float((dg.max() / dg.min().clamp_min(1e-300)) ** 2)
     if not torch.isfinite(X).all():
         raise ValueError(f"{what}: the solve produced NaN/inf; the system matrix is singular or ill-conditioned")
     if cond > _COND_WARN:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bluebook {prepare,run-notebooks,replicate}``."""
+"""Command line: ``python -m bluebook {prepare,run-notebooks,record-notebook,replicate}``."""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bluebook.core.methods import METHODS
 from bluebook.data.probes import available_probes
-from bluebook.experiments.notebooks import run_all
+from bluebook.experiments.notebooks import record_notebook, run_all
 from bluebook.experiments.replicate import CheckpointMismatch, replicate, results_table
 from bluebook.metrics.suite import AbilitySuite
 from bluebook.model.loading import prepare_embedded_model
@@ -129,12 +129,19 @@ def main(argv=None) -> int:
     sr.add_argument("--out", default="outputs")
     sr.add_argument("--profile", default="ci", choices=["ci", "full"])
     sr.add_argument("--only", nargs="*", default=None, help="notebook stems or numbers, e.g. 00 03")
+    sn = sub.add_parser("record-notebook", help="run one notebook's full profile into results/notebooks/ "
+                                                "(its recorded tier of evidence, with provenance)")
+    sn.add_argument("name", help="notebook stem or number, e.g. 04")
+    sn.add_argument("--profile", default="full", choices=["ci", "full"])
+    sn.add_argument("--root", default=None, help="folder (default: results/notebooks in the checkout)")
     add_cli(sub)
     args = p.parse_args(argv)
     if args.cmd == "prepare":
         print(prepare_embedded_model(force=args.force))
     elif args.cmd == "run-notebooks":
         run_all(args.out, args.only, args.profile)
+    elif args.cmd == "record-notebook":
+        print(record_notebook(args.name, args.root, args.profile))
     else:
         return args.func(args)
     return 0

@@ -165,3 +165,54 @@ def run_all(out_dir: str | Path = "outputs", names: list[str] | None = None, pro
         write_json(out / "index.json", index)
     write_report(out, index, profile)
     return index
+
+
+# --------------------------------------------------------------------------------------------
+# the recorded tier of a notebook: one committed run of its full profile
+
+RECORDED_DIR = Path(__file__).resolve().parents[2] / "results" / "notebooks"
+
+
+def record_notebook(name: str, root: str | Path | None = None, profile: str = "full",
+                    parameters: dict | None = None) -> Path:
+    """Run one notebook on its ``profile`` (default: the full one) into ``root/<stem>/`` (default
+    ``results/notebooks/``) and keep what its recorded tier needs: ``metrics.json`` and
+    ``provenance.json`` (command, commit, start, end, machine, wall time, profile, parameters).
+    The executed notebook and figures stay there too, for reading; commit the two JSON files."""
+    from bluebook.runs import machine_info, source_commit
+
+    books = [b for b in list_notebooks() if name in (b.stem, b.name, b.stem[:2])]
+    if len(books) != 1:
+        raise ValueError(f"name must pick one notebook (a stem or its number), got {name!r}")
+    nb = books[0]
+    root = Path(root) if root is not None else RECORDED_DIR
+    commit, started, t0 = source_commit(), time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.time()
+    run_notebook(nb, root, parameters=parameters, profile=profile)
+    prov = {"command": f"python -m bluebook record-notebook {nb.stem[:2]} --profile {profile}", "commit": commit,
+            "started": started, "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "wall_s": round(time.time() - t0, 1), "machine": machine_info(), "profile": profile,
+            "parameters": parameters or {}}
+    return write_json(root / nb.stem / "provenance.json", prov)
+
+
+def recorded_claims(stem: str, root: str | Path | None = None) -> dict:
+    """The claims of a notebook's recorded full-profile run (:func:`record_notebook`), as the
+    *recorded* tier: ``{name: claim}`` with ``evidence="recorded"`` and the run's provenance in each
+    note; ``{}`` when no run is committed."""
+    folder = (Path(root) if root is not None else RECORDED_DIR) / stem
+    mfile, pfile = folder / "metrics.json", folder / "provenance.json"
+    if not (mfile.exists() and pfile.exists()):
+        return {}
+    prov = json.loads(pfile.read_text())
+    mach = prov.get("machine") or {}
+    where = (f"recorded: {prov.get('profile')} profile, {prov.get('started')}, commit {str(prov.get('commit'))[:10]}, "
+             f"{mach.get('cores')} cores {mach.get('cpu')}{' + ' + mach['cuda'] if mach.get('cuda') else ''}, "
+             f"{prov.get('wall_s')} s")
+    out = {}
+    for name, c in (json.loads(mfile.read_text()).get("claims") or {}).items():
+        src = c["live"] if isinstance(c.get("live"), dict) else c      # that run's own measurement
+        c = {k: v for k, v in src.items() if k not in ("live", "recorded")}
+        c["evidence"] = "recorded"
+        c["note"] = where + (f"; {c['note']}" if c.get("note") else "")
+        out[name] = c
+    return out

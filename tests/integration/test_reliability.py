@@ -328,3 +328,25 @@ def test_a_model_on_the_meta_device_is_refused(cache_dir):
     with pytest.raises(ValueError, match=r"on the 'meta' device .* never loaded"):
         bluebook.edit(model.to("meta"), tok, [EditRequest("The capital of {} is", "France", "Rome", "Paris")],
                       "memit_blue", hparams=_HP, progress=False)
+
+
+def test_batch_larger_than_the_statistics_rank(cache_dir):
+    """Statistics from 16 tokens give a C of rank ≤ 16 on a 256-wide key space. MEMIT's system
+    λC + KKᵀ is then singular for any batch that does not fill the rest: refused, naming the layer and
+    the cause, weights untouched (before, a general solve returned one of infinitely many answers
+    with only a warning). AlphaEdit's system (P(KKᵀ) + αI) stays regular and edits."""
+    model, tok = bluebook.tiny_model("tiny-gpt2")
+    reqs = bluebook.load_counterfact(n=24)                       # a batch of 24 > rank(C) ≤ 16
+    hp = {"layers": [1, 2], "lam": 1.0, "target": {"steps": 2}, "stats": {"n_samples": 2, "max_len": 8},
+          "context_templates": [["{}"]]}
+    saved = _weights(model)
+    singular = r"layer 1: memit_delta: the system matrix \(256×256\) is singular.*more tokens"
+    with pytest.raises(ValueError, match=singular):
+        bluebook.edit(model, tok, reqs, "memit", hparams=hp, progress=False)
+    assert _same(model, saved)
+    res = bluebook.edit(model, tok, reqs, "alphaedit", hparams=hp, progress=False)
+    assert all(torch.isfinite(d).all() for d in res.deltas.values()) and _same(model, saved)
+    # with enough tokens the same batch edits
+    hp_ok = dict(hp, stats={"n_samples": 40, "max_len": 64})
+    res = bluebook.edit(model, tok, reqs, "memit", hparams=hp_ok, progress=False)
+    assert all(torch.isfinite(d).all() for d in res.deltas.values())

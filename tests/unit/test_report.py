@@ -53,3 +53,27 @@ def test_export_html_writes_the_outputs(tmp_path):
     nbformat.write(nb, str(path))
     html = export_html(path).read_text()
     assert "Title here" in html and "42" in html and html.lstrip().lower().startswith("<!doctype html")
+
+
+def test_recorded_claims_from_a_full_profile_run(tmp_path):
+    import json
+
+    from bluebook.experiments.notebooks import recorded_claims
+    from bluebook.metrics.claims import check_claims, decide
+
+    assert recorded_claims("04_residual_distribution", tmp_path) == {}      # nothing committed: no tier
+    folder = tmp_path / "04_residual_distribution"
+    folder.mkdir()
+    live = threshold_claim("s < 0.1", [0.01, 0.02, 0.05] * 30, 0.1, direction=-1)
+    small = threshold_claim("x", [1, 0, 1], 0.5)
+    decided = decide(small, None)
+    (folder / "metrics.json").write_text(json.dumps({"claims": {"a": live, "b": decided}}))
+    (folder / "provenance.json").write_text(json.dumps({
+        "profile": "full", "started": "2026-12-01 10:00:00 UTC", "commit": "0123456789abcdef", "wall_s": 3600.0,
+        "machine": {"cores": 2, "cpu": "x86_64", "cuda": None}}))
+    got = recorded_claims("04_residual_distribution", tmp_path)
+    check_claims(got)
+    assert {c["evidence"] for c in got.values()} == {"recorded"}
+    assert got["a"]["ours"] == live["ours"] and got["a"]["interval"] == live["interval"] and got["a"]["n"] == 90
+    assert got["a"]["note"].startswith("recorded: full profile, 2026-12-01 10:00:00 UTC, commit 0123456789")
+    assert "live" not in got["b"] and "small live sample (n=3)" in got["b"]["note"]   # a small run stays labelled
