@@ -149,7 +149,7 @@ claims = {
         "the second critical layer needs fewer v* steps than the first (paper: −84 % GPT-J, −55.6 % Llama3)",
         c1, c0, direction=-1, note=f"steps per request, second minus first layer; budget {st.max_steps}"),
     "third_layer_under_2_steps": threshold_claim(
-        "the third critical layer needs fewer than 2 v* steps", c2, 2.0, direction=-1,
+        "the third critical layer needs fewer than 2 v* steps", c2, 2.0, direction=-1, rate=False,
         note=f"mean steps per request at layer {st.layers[2]}"),
 }
 claims_frame(claims)[["ours", "low", "high", "n", "verdict", "note"]]

@@ -230,9 +230,10 @@ for ds in datasets:
 # Two tiers: the **live** run above (a handful of records: it shows the computation, and its
 # intervals are wide), and the **recorded** sequential runs committed under `results/sequential/`
 # (1,000 CounterFact / 500 zsRE records in batches of 100, evaluated along the way; notebook 09 draws
-# them, with the command, commit, machine and wall time of every sitting). Where the live interval
-# cannot decide, the verdict comes from the recorded run and its note says so; a pair the recorded
-# runs have not reached yet stays inconclusive.
+# them, with the command, commit, machine and wall time of every sitting). Where the live run cannot
+# carry the claim — its interval covers 0, or it is a small sample beside a larger recorded run —
+# the verdict comes from the recorded run and its note says so; a pair the recorded runs have not
+# reached yet keeps the live verdict.
 
 # %%
 live_claims = {}

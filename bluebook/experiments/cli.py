@@ -120,6 +120,19 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=run_replicate)
 
 
+def _params(pairs) -> dict:
+    """``["n=50", "methods=[memit, memit_blue]"]`` → ``{"n": 50, "methods": ["memit", "memit_blue"]}``."""
+    import yaml
+
+    out = {}
+    for item in pairs:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise SystemExit(f"--param must be NAME=VALUE, got {item!r}")
+        out[name.strip()] = yaml.safe_load(value)
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="bluebook", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -134,6 +147,8 @@ def main(argv=None) -> int:
     sn.add_argument("name", help="notebook stem or number, e.g. 04")
     sn.add_argument("--profile", default="full", choices=["ci", "full"])
     sn.add_argument("--root", default=None, help="folder (default: results/notebooks in the checkout)")
+    sn.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="override one notebook parameter (VALUE read as YAML), e.g. -p n_requests=50")
     add_cli(sub)
     args = p.parse_args(argv)
     if args.cmd == "prepare":
@@ -141,7 +156,7 @@ def main(argv=None) -> int:
     elif args.cmd == "run-notebooks":
         run_all(args.out, args.only, args.profile)
     elif args.cmd == "record-notebook":
-        print(record_notebook(args.name, args.root, args.profile))
+        print(record_notebook(args.name, args.root, args.profile, _params(args.param)))
     else:
         return args.func(args)
     return 0

@@ -188,7 +188,9 @@ def record_notebook(name: str, root: str | Path | None = None, profile: str = "f
     root = Path(root) if root is not None else RECORDED_DIR
     commit, started, t0 = source_commit(), time.strftime("%Y-%m-%d %H:%M:%S %Z"), time.time()
     run_notebook(nb, root, parameters=parameters, profile=profile)
-    prov = {"command": f"python -m bluebook record-notebook {nb.stem[:2]} --profile {profile}", "commit": commit,
+    overrides = "".join(f" -p {k}={json.dumps(v)}" for k, v in (parameters or {}).items())
+    prov = {"command": f"python -m bluebook record-notebook {nb.stem[:2]} --profile {profile}{overrides}",
+            "commit": commit,
             "started": started, "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "wall_s": round(time.time() - t0, 1), "machine": machine_info(), "profile": profile,
             "parameters": parameters or {}}

@@ -79,13 +79,16 @@ def _label(note: str, n: int | None, evidence: str) -> str:
 
 
 def threshold_claim(paper: str, values, threshold: float, direction: int = 1, evidence: str = "live",
-                    note: str = "", scale: float = 1.0) -> dict:
+                    note: str = "", scale: float = 1.0, rate: bool | None = None) -> dict:
     """"The mean of ``values`` is above ``threshold``" (``direction=1``; ``-1``: below), from the
-    interval of the mean (Wilson for 0/1 values, bootstrap otherwise; :func:`~bluebook.metrics.intervals.interval`).
+    interval of the mean: Wilson when the values are success flags, the bootstrap otherwise.
+    ``rate=None`` decides from the values (all 0 or 1: flags); pass ``rate=False`` for counts or
+    measurements that merely happen to be 0 or 1 (e.g. step counts that are all 0).
     ``threshold`` is on the scale of the result (``scale`` times the values)."""
-    from bluebook.metrics.intervals import interval
+    from bluebook.metrics.intervals import bootstrap_mean, interval
 
-    est = interval(list(values), scale=scale)
+    vals = list(values)
+    est = bootstrap_mean(vals, scale=scale) if rate is False else interval(vals, scale=scale)
     verdict = difference_verdict(est.low - threshold, est.high - threshold, direction)
     return claim(paper, round(est.value, 6), (est.low, est.high), est.n, verdict, evidence,
                  _label(note, est.n, evidence))
@@ -144,18 +147,28 @@ def all_hold_claim(paper: str, flags, evidence: str = "live", note: str = "") ->
                  evidence, _label(note, est.n, evidence))
 
 
+def _small(c: dict) -> bool:
+    return c.get("n") is not None and c["n"] < SMALL_SAMPLE
+
+
 def decide(live: dict | None, recorded: dict | None = None) -> dict:
-    """One claim from its two tiers of evidence. The live verdict stands when it is decisive; when it
-    is inconclusive (its interval too wide) and a recorded one exists, the recorded verdict is used
-    and the note says so. Both tiers are kept under ``"live"`` and ``"recorded"``."""
+    """One claim from its two tiers of evidence. Without a recorded claim the live one stands. With
+    one, the recorded verdict is used when the live run cannot carry the claim — its interval is
+    inconclusive, or it is a small sample (n < :data:`SMALL_SAMPLE`) beside a larger recorded one —
+    and the note says so; otherwise the live verdict stands. Both tiers are kept under ``"live"``
+    and ``"recorded"``."""
     if live is None and recorded is None:
         raise ValueError("decide: neither a live nor a recorded claim")
-    if live is not None and (live["verdict"] != "inconclusive" or recorded is None):
+    use_recorded = recorded is not None and (
+        live is None or live["verdict"] == "inconclusive"
+        or (_small(live) and (recorded.get("n") or 0) > (live.get("n") or 0)))
+    if not use_recorded:
         out = dict(live)
     else:
         out = dict(recorded)
         if live is not None:
-            out["note"] = ("live run inconclusive (n=%s); verdict from the recorded evidence" % live["n"]
+            why = "inconclusive" if live["verdict"] == "inconclusive" else "a small sample"
+            out["note"] = (f"live run {why} (n={live['n']}, {live['verdict']}); verdict from the recorded evidence"
                            + (f"; {recorded['note']}" if recorded.get("note") else ""))
     out["live"], out["recorded"] = live, recorded
     return out

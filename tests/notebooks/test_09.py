@@ -42,3 +42,22 @@ def test_09_on_the_committed_runs(tmp_path, run_nb):
         for meth, info in run["methods"].items():
             assert info["edits_done"] == status["methods"][meth]["edits_done"]
             assert info["points"] == status["methods"][meth]["evaluated_at"]
+
+
+def test_record_notebook_writes_provenance_and_reads_back(tmp_path):
+    """``record-notebook`` (here on 09, which reads files only) keeps metrics.json with a
+    provenance.json naming the command, commit, machine and wall time; recorded_claims reads its
+    claims back as the recorded tier."""
+    from bluebook.experiments.cli import main
+    from bluebook.experiments.notebooks import recorded_claims
+
+    assert main(["record-notebook", "09", "--profile", "ci", "--root", str(tmp_path),
+                 "-p", f"results_dir={COMMITTED}"]) == 0
+    prov = json.loads((tmp_path / "09_sequential_curves" / "provenance.json").read_text())
+    assert prov["command"].startswith("python -m bluebook record-notebook 09 --profile ci -p results_dir=")
+    assert prov["wall_s"] > 0 and prov["machine"]["cores"] >= 1
+    assert prov["parameters"] == {"results_dir": str(COMMITTED)}
+    m = json.loads((tmp_path / "09_sequential_curves" / "metrics.json").read_text())
+    got = recorded_claims("09_sequential_curves", tmp_path)
+    assert set(got) == set(m["claims"]) and all(c["evidence"] == "recorded" for c in got.values())
+    assert all(c["note"].startswith("recorded: ci profile") for c in got.values())

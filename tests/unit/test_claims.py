@@ -48,10 +48,17 @@ def test_decide_prefers_a_decisive_live_verdict_else_recorded():
     rec = threshold_claim("a > b", [1] * 200, 0.5, evidence="recorded", note="run X")
     d = decide(live_inc, rec)
     assert d["verdict"] == "agrees" and d["evidence"] == "recorded"
-    assert "live run inconclusive (n=4)" in d["note"] and "run X" in d["note"]
+    assert "live run inconclusive (n=4, inconclusive)" in d["note"] and "run X" in d["note"]
     assert d["live"] is live_inc and d["recorded"] is rec
     live_yes = threshold_claim("x", [1] * 100, 0.5)
     assert decide(live_yes, rec)["evidence"] == "live"
+    # a decisive but small live sample beside a larger recorded run: the recorded verdict carries it
+    small_yes = threshold_claim("x", [1] * 10, 0.5)
+    rec_no = threshold_claim("x", [0] * 200, 0.5, evidence="recorded")
+    d = decide(small_yes, rec_no)
+    assert small_yes["verdict"] == "agrees" and d["verdict"] == "disagrees" and d["evidence"] == "recorded"
+    assert "live run a small sample (n=10, agrees)" in d["note"]
+    assert decide(small_yes, None)["verdict"] == "agrees"
     assert decide(live_inc)["verdict"] == "inconclusive"
     with pytest.raises(ValueError):
         decide(None, None)
@@ -89,3 +96,11 @@ def test_correlation_claim_monotone_and_noise():
     assert noise["verdict"] == "inconclusive"
     with pytest.raises(ValueError, match="constant"):
         correlation_claim("c", x, np.ones(60))
+
+
+def test_threshold_claim_counts_are_not_rates():
+    zeros = [0] * 8                                   # e.g. v* steps that are all 0
+    as_rate = threshold_claim("fewer than 2", zeros, 2.0, direction=-1)
+    as_mean = threshold_claim("fewer than 2", zeros, 2.0, direction=-1, rate=False)
+    assert as_rate["interval"][1] > 0                 # Wilson's upper end for 0 of 8
+    assert as_mean["interval"] == [0.0, 0.0] and as_mean["verdict"] == "agrees"
