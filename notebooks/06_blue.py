@@ -274,7 +274,7 @@ variants = [v for m in methods for v in (m, f"{m}_blue")]
 batches = [edit_requests[i:i + batch_size] for i in range(0, len(edit_requests), batch_size)]
 snapshot = snapshot_weights(lm)
 pre = metrics.summarize(metrics.evaluate_counterfact(lm, tok, edit_requests))
-rows, results, norms, changed, timings, target_steps_seen, columns = [], {}, {}, {}, {}, {}, {}
+rows, results, norms, changed, timings, target_steps_seen, columns, accumulated = [], {}, {}, {}, {}, {}, {}, {}
 shared_stats, shared_projectors = {}, {}   # C and P depend only on the unedited model: share them
 for v in variants:
     state = bluebook.SequentialState()
@@ -296,6 +296,8 @@ for v in variants:
     results[v] = {k: s[k] for k in ("efficacy", "generalization", "specificity", "score")}
     norms[v] = update_norms(snapshot, lm)
     changed[v] = weights_changed(snapshot, lm)
+    if v in ("memit", "prune"):                           # kept for "why PRUNE equals MEMIT" below
+        accumulated[v] = {l: (proj_weight(lm, l).detach().double() - snapshot[l].double()).cpu() for l in critical}
     timings[v] = per_batch
     restore_weights(lm, snapshot)
     assert weights_changed(snapshot, lm) == []
@@ -345,6 +347,24 @@ for v in variants:
 claims.update(verdicts.blue_vs_base(columns, "counterfact",
                                     note=f"live: {len(edit_requests)} edits in batches of {batch_size}"))
 claims_frame({k: c for k, c in claims.items() if ">" in k})[["ours", "low", "high", "n", "verdict"]]
+
+# %% [markdown]
+# **PRUNE against MEMIT after the whole run.** For every critical layer, the largest singular value
+# of the accumulated edit `W − W₀` relative to `σ_max(W₀)`, and how far PRUNE's final weights are
+# from MEMIT's. Below a ratio of 1 the restraint has nothing to restrain.
+
+# %%
+if accumulated.keys() >= {"memit", "prune"}:
+    prune_table = pd.DataFrame({
+        l: {"σ_max(W − W₀) / σ_max(W₀), MEMIT": float(torch.linalg.matrix_norm(accumulated["memit"][l], ord=2))
+            / solvers.top_singular_value(snapshot[l]),
+            "max |W_PRUNE − W_MEMIT|": float((accumulated["prune"][l] - accumulated["memit"][l]).abs().max()),
+            "max |W − W₀|, MEMIT": float(accumulated["memit"][l].abs().max())} for l in critical}).T
+    prune_identity = bool((prune_table["σ_max(W − W₀) / σ_max(W₀), MEMIT"] < 1).all())
+    print(f"the restraint is the identity on every layer: {prune_identity}")
+    display(prune_table)  # noqa: F821 (IPython)
+else:
+    prune_table, prune_identity = None, None
 
 # %% [markdown]
 # ## 6 · Which weights changed
@@ -401,6 +421,10 @@ bluebook.runs.write_metrics(out, {
                           for v, d in target_steps_seen.items() if v.endswith("_blue")},
     "target_steps_used": {v: {l: float(np.mean(c)) for l, c in d.items()} for v, d in target_steps_seen.items()},
     "target_budget": budget,
+    "prune_sigma_ratio": None if prune_table is None else
+    {str(l): float(v) for l, v in prune_table["σ_max(W − W₀) / σ_max(W₀), MEMIT"].items()},
+    "prune_max_abs_diff_from_memit": None if prune_table is None else
+    float(prune_table["max |W_PRUNE − W_MEMIT|"].max()),
     "claims": claims,
 })
 

@@ -32,3 +32,8 @@ def test_06_blue(nb_out, run_nb):
     assert c["blue_updates_two_layers"]["verdict"] == "agrees"
     # one budget for every method, never exceeded
     assert all(v <= m["target_budget"] for d in m["target_steps_used"].values() for v in d.values())
+    # PRUNE's restraint acts only above σ_max(W₀): below it, PRUNE's weights are MEMIT's up to one SVD's round-off
+    ratios = m["prune_sigma_ratio"]
+    assert set(ratios) == {str(l) for l in critical}
+    if all(r < 1 for r in ratios.values()):
+        assert m["prune_max_abs_diff_from_memit"] < 1e-4

@@ -1,0 +1,89 @@
+"""Print the README's status section for the recorded sequential runs in ``results/sequential/``:
+how far each method got, time and memory per batch, every evaluation point reached (with 95 %
+intervals) and the unedited model's baseline. Regenerate it after exporting a sitting's runs:
+
+    python scripts/recorded_status.py > /tmp/status.md    # then paste between the README markers
+    python scripts/recorded_status.py --write              # or replace the README section in place
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bluebook.experiments import curves  # noqa: E402
+from bluebook.experiments.tables import COLUMNS  # noqa: E402
+
+START, END = "<!-- recorded-status:start -->", "<!-- recorded-status:end -->"
+NAMES = {"counterfact": "CounterFact", "zsre": "zsRE"}
+
+
+def _iv(d: dict, digits: int = 2) -> str:
+    return f"{d['value']:.{digits}f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
+
+
+def status(root: Path) -> str:
+    lines = ["Status when last committed (runs continue from their checkpoints in later sittings; numbers are",
+             "only ever shown up to the last evaluation point reached):", "",
+             "| run | method | batches done | evaluated at (edits) | edit hours | batch seconds (median) "
+             "| peak RSS first→last batch (MB) |", "|---|---|---|---|---|---|---|"]
+    runs = {p.name: curves.load_run(p) for p in sorted(root.iterdir()) if p.is_dir()}
+    for run in runs.values():
+        label = f"{NAMES.get(run.dataset, run.dataset)}, {run.config.get('n')} × batches of {run.config.get('batch')}"
+        for m, r in run.methods.items():
+            secs = [b["seconds"] for b in r.batches]
+            mem = [b.get("memory", {}).get("peak_rss_mb") for b in r.batches if b.get("memory")]
+            lines.append(f"| {label} | {m} | {r.batches_done}/{r.n_batches} | {', '.join(map(str, r.points)) or '—'} "
+                         f"| {sum(secs) / 3600:.2f} | {statistics.median(secs):.0f} | "
+                         f"{f'{mem[0]:.0f} → {mem[-1]:.0f}' if mem else '—'} |")
+    for name, run in runs.items():
+        cols = [c for c in COLUMNS[run.dataset] if c != "consistency"]
+        rows = []
+        for m, r in run.methods.items():
+            for k in r.points:
+                ev = r.evals[k]
+                ab = ev.get("ability") or {}
+                cells = [_iv(ev["intervals"][c]) if c in ev.get("intervals", {}) else "—" for c in cols]
+                ppl = _iv(ab["perplexity"]) if "perplexity" in ab else "—"
+                kf = f"{100 * ab['known_facts']['value']:.0f} %" if "known_facts" in ab else "—"
+                rows.append(f"| {m} | {k} | " + " | ".join(cells) + f" | {ppl} | {kf} |")
+        if run.unedited is not None:
+            u = run.unedited
+            cells = [_iv(u["intervals"][c]) if c in u.get("intervals", {}) else "—" for c in cols]
+            ab = u.get("ability") or {}
+            ppl = _iv(ab["perplexity"]) if "perplexity" in ab else "—"
+            rows.insert(0, f"| unedited (all {run.config.get('n')} records) | 0 | " + " | ".join(cells)
+                        + f" | {ppl} | {'100 %' if 'known_facts' in ab else '—'} |")
+        if rows:
+            lines += ["", f"{NAMES.get(run.dataset, run.dataset)} ({name}), ×100 with 95 % intervals, on the records "
+                      "edited so far; perplexity on 100 held-out texts; known facts chosen on the unedited model:", "",
+                      "| method | edits | " + " | ".join(cols) + " | perplexity | known facts kept |",
+                      "|---|---:|" + "---|" * (len(cols) + 2)] + rows
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--root", type=Path, default=ROOT / "results" / "sequential")
+    ap.add_argument("--write", action="store_true", help="replace the section between the README markers")
+    args = ap.parse_args(argv)
+    text = status(args.root)
+    if not args.write:
+        print(text)
+        return 0
+    readme = ROOT / "README.md"
+    s = readme.read_text()
+    if START not in s or END not in s:
+        raise SystemExit(f"README.md has no {START} ... {END} markers")
+    head, rest = s.split(START, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(head + START + "\n" + text + "\n" + END + tail)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
