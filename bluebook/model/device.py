@@ -41,3 +41,12 @@ def check_materialized(model) -> None:
         raise ValueError(f"the model's weights are on the 'meta' device ({len(meta)} tensors, e.g. {meta[0]!r}): "
                          "they were never loaded. Load the model with its weights (bluebook.load_model, or "
                          "from_pretrained without device_map='meta') before editing")
+    devices = sorted({str(p.device) for _, p in model.named_parameters()})
+    if len(devices) > 1:
+        first = {}
+        for n, p in model.named_parameters():
+            first.setdefault(str(p.device), n)
+        where = ", ".join(f"{d} (e.g. {first[d]!r})" for d in devices)
+        raise ValueError(f"the model's weights are split across devices: {where}. bluebook edits a model held on "
+                         "one device (statistics, keys, targets and updates meet in one place); load it without "
+                         "device_map='auto' and move it with model.to(device), on a device with room for it")

@@ -350,3 +350,21 @@ def test_batch_larger_than_the_statistics_rank(cache_dir):
     hp_ok = dict(hp, stats={"n_samples": 40, "max_len": 64})
     res = bluebook.edit(model, tok, reqs, "memit", hparams=hp_ok, progress=False)
     assert all(torch.isfinite(d).all() for d in res.deltas.values())
+
+
+def test_a_model_split_across_devices_is_refused():
+    """A model whose weights sit on two devices (``device_map="auto"`` across GPUs, or GPU + CPU
+    offload) is refused before any work, naming the devices and a tensor on each. Checked on a
+    stand-in holding the parameters' devices: no second device exists on the test machine."""
+    from types import SimpleNamespace
+
+    from bluebook.model.device import check_materialized
+
+    def fake(*devices):
+        params = [(f"layer{i}.weight", SimpleNamespace(device=torch.device(d))) for i, d in enumerate(devices)]
+        return SimpleNamespace(named_parameters=lambda: iter(params))
+
+    check_materialized(fake("cpu", "cpu"))                                  # one device: fine
+    with pytest.raises(ValueError, match=r"split across devices: cpu \(e.g. 'layer0.weight'\), cuda:1 "
+                                         r"\(e.g. 'layer1.weight'\).*one device"):
+        check_materialized(fake("cpu", "cuda:1", "cpu"))
