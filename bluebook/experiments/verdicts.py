@@ -79,14 +79,41 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
                       f"of {run.config.get('n')} planned")
             out[claim_name(run.dataset, base, m)] = c
         ab_blue, ab_base = run.methods[blue].evals[k].get("ability"), run.methods[base].evals[k].get("ability")
-        if ab_blue and ab_base and "perplexity" in ab_blue and "perplexity" in ab_base:
-            pb, pa = ab_blue["perplexity"], ab_base["perplexity"]
-            out[f"{run.dataset}:{blue}>{base}:perplexity"] = claim(
-                f"{blue} preserves general ability better than {base} (lower held-out perplexity)",
-                round(pb["value"] - pa["value"], 3), None, pb["n_texts"], separation_verdict(pb, pa, direction=-1),
-                "recorded", f"recorded run {run.folder.name} at {k} edits; {blue} {pb['value']:.2f} "
-                f"[{pb['low']:.2f}, {pb['high']:.2f}] vs {base} {pa['value']:.2f} [{pa['low']:.2f}, {pa['high']:.2f}]"
-                " (unpaired intervals)")
+        out.update(_ability_claims(run, base, k, ab_blue or {}, ab_base or {}))
+    return out
+
+
+def _ability_claims(run, base: str, k: int, ab_blue: dict, ab_base: dict) -> dict:
+    """General ability at ``k`` edits, BLUE against its base: paired over texts and facts where the
+    evaluation kept per-item values, else the two unpaired intervals must not overlap."""
+    blue, where, out = f"{base}_blue", f"recorded run {run.folder.name} at {k} edits", {}
+    pb, pa = ab_blue.get("perplexity"), ab_base.get("perplexity")
+    if pb and pa:
+        name, statement = f"{run.dataset}:{blue}>{base}:perplexity", (
+            f"{blue} preserves general ability better than {base} (lower held-out perplexity)")
+        if "text_mean_nll" in pb and "text_mean_nll" in pa and len(pb["text_mean_nll"]) == len(pa["text_mean_nll"]):
+            out[name] = paired_claim(statement, pb["text_mean_nll"], pa["text_mean_nll"], direction=-1,
+                                     evidence="recorded", note=f"{where}; paired over texts, mean token NLL (nats); "
+                                     f"perplexity {pb['value']:.2f} vs {pa['value']:.2f}")
+        else:
+            out[name] = claim(statement, round(pb["value"] - pa["value"], 3), None, pb["n_texts"],
+                              separation_verdict(pb, pa, direction=-1), "recorded",
+                              f"{where}; {blue} {pb['value']:.2f} [{pb['low']:.2f}, {pb['high']:.2f}] vs {base} "
+                              f"{pa['value']:.2f} [{pa['low']:.2f}, {pa['high']:.2f}] (unpaired intervals)")
+    kb, ka = ab_blue.get("known_facts"), ab_base.get("known_facts")
+    if kb and ka:
+        name, statement = (f"{run.dataset}:{blue}>{base}:known_facts",
+                           f"{blue} keeps more of the facts the unedited model knew than {base}")
+        if "hits" in kb and "hits" in ka and kb.get("case_ids") == ka.get("case_ids"):
+            out[name] = paired_claim(statement, kb["hits"], ka["hits"], evidence="recorded", scale=100.0,
+                                     note=f"{where}; paired over facts; kept {100 * kb['value']:.0f} % vs "
+                                          f"{100 * ka['value']:.0f} %")
+        else:
+            out[name] = claim(statement, round(100 * (kb["value"] - ka["value"]), 2), None, kb["n"],
+                              separation_verdict(kb, ka), "recorded",
+                              f"{where}; kept {100 * kb['value']:.0f} % [{100 * kb['low']:.0f}, {100 * kb['high']:.0f}]"
+                              f" vs {100 * ka['value']:.0f} % [{100 * ka['low']:.0f}, {100 * ka['high']:.0f}] "
+                              "(unpaired Wilson intervals)")
     return out
 
 

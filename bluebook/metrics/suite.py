@@ -46,7 +46,9 @@ def perplexity_estimate(nll: list, confidence: float = CONFIDENCE, n_resamples: 
                     vectorized=True, confidence_level=confidence, n_resamples=n_resamples, method="percentile",
                     random_state=np.random.default_rng(seed))
     return {"value": value, "low": float(res.confidence_interval.low), "high": float(res.confidence_interval.high),
-            "n_texts": int(sums.size), "tokens": int(counts.sum())}
+            "n_texts": int(sums.size), "tokens": int(counts.sum()),
+            # per text, for paired comparisons of two models on the same texts
+            "text_mean_nll": [round(float(s / c), 6) for s, c in zip(sums, counts)]}
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,8 @@ class AbilitySuite:
         if ids:
             by_id = {r.case_id: r for r in load_fact_pool()}
             hits = known_fact_hits(model, tok, [by_id[i] for i in ids], batch_size=64)
-            out["known_facts"] = wilson(int(sum(hits)), len(hits)).as_dict()
+            out["known_facts"] = dict(wilson(int(sum(hits)), len(hits)).as_dict(), case_ids=list(ids),
+                                      hits=[int(h) for h in hits])   # per fact, for paired comparisons
         for name in self.probes:
             out.setdefault("probes", {})[name] = evaluate_probe(model, tok, load_probe(name, n=self.probe_n),
                                                                 batch_size=self.batch_size, calibrate=self.calibrate,

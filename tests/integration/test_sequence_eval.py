@@ -2,6 +2,7 @@
 what a changed plan needs, from the kept snapshots."""
 import errno
 import json
+import math
 import os
 
 import pytest
@@ -57,6 +58,13 @@ def test_points_are_written_and_do_not_change_the_edits(tmp_path, cache_dir):
         assert e["memory"]["peak_rss_mb"] > 0
         ppl = e["ability"]["perplexity"]
         assert ppl["low"] <= ppl["value"] <= ppl["high"]
+        # per-text mean NLLs are kept for paired comparisons; perplexity lies between their extremes
+        nll = ppl["text_mean_nll"]
+        assert len(nll) == ppl["n_texts"] == 4
+        assert math.exp(min(nll)) <= ppl["value"] * (1 + 1e-9) and ppl["value"] <= math.exp(max(nll)) * (1 + 1e-9)
+        kf = e["ability"].get("known_facts")
+        if kf:
+            assert len(kf["hits"]) == len(kf["case_ids"]) == kf["n"] and sum(kf["hits"]) / kf["n"] == kf["value"]
     # the final point is the table's row, and its per-record columns match cases.json
     cases = json.loads((tmp_path / "every" / "memit_blue" / "cases.json").read_text())
     last = json.loads((tmp_path / "every" / "memit_blue" / "evals" / "edits_00006.json").read_text())

@@ -47,3 +47,29 @@ def test_recorded_claims_from_the_committed_run_say_how_far_it_got():
             assert c["verdict"] == "inconclusive" and "no evaluation point" in c["note"], name
         else:
             assert c["interval"][0] <= c["ours"] <= c["interval"][1], name
+
+
+def test_recorded_ability_claims_pair_texts_and_facts_when_kept(tmp_path):
+    from types import SimpleNamespace
+
+    from bluebook.experiments.verdicts import _ability_claims
+
+    run = SimpleNamespace(folder=tmp_path / "cf_run", dataset="counterfact")
+    base_nll, blue_nll = [2.0 + 0.01 * i for i in range(60)], [1.9 + 0.01 * i for i in range(60)]   # 0.1 lower
+    ids = list(range(40))
+    ab_base = {"perplexity": {"value": 8.0, "low": 7.0, "high": 9.0, "n_texts": 60, "text_mean_nll": base_nll},
+               "known_facts": {"value": 0.5, "low": 0.35, "high": 0.65, "n": 40, "case_ids": ids, "hits": [1, 0] * 20}}
+    ab_blue = {"perplexity": {"value": 7.5, "low": 6.6, "high": 8.5, "n_texts": 60, "text_mean_nll": blue_nll},
+               "known_facts": {"value": 0.75, "low": 0.6, "high": 0.86, "n": 40, "case_ids": ids,
+                               "hits": [1, 1, 1, 0] * 10}}
+    got = _ability_claims(run, "memit", 500, ab_blue, ab_base)
+    ppl = got["counterfact:memit_blue>memit:perplexity"]
+    assert ppl["ours"] == pytest.approx(-0.1) and ppl["verdict"] == "agrees" and ppl["n"] == 60   # paired: decisive
+    kf = got["counterfact:memit_blue>memit:known_facts"]
+    assert kf["ours"] == pytest.approx(25.0) and kf["n"] == 40 and "paired over facts" in kf["note"]
+    # without per-item values: the unpaired rule, which these overlapping intervals cannot decide
+    strip = {k: {x: v for x, v in d.items() if x not in ("text_mean_nll", "hits")} for k, d in ab_blue.items()}
+    strip_base = {k: {x: v for x, v in d.items() if x not in ("text_mean_nll", "hits")} for k, d in ab_base.items()}
+    unpaired = _ability_claims(run, "memit", 500, strip, strip_base)
+    assert unpaired["counterfact:memit_blue>memit:perplexity"]["verdict"] == "inconclusive"
+    assert "unpaired" in unpaired["counterfact:memit_blue>memit:known_facts"]["note"]
