@@ -36,7 +36,8 @@ model_name = "smollm2-135m"
 methods = ["memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue", "prune", "prune_blue"]
 n_edits = 6
 batch_size = 3
-target_steps = None        # None: the preset's budget (25 steps, early stop) for every method
+target_steps = None        # v* steps per BLUE optimisation; None: the preset's (25, early stop)
+budget_rule = "equal_total"  # the base's one optimisation gets 2 × target_steps: the same total per request
 num_threads = 0
 n_heldout = 32
 ppl_max_len = 128
@@ -73,8 +74,9 @@ if num_threads:                      # 0: torch's default; 1 is often fastest on
     torch.set_num_threads(int(num_threads))
 dev = resolve_device(device)
 Path(output_dir).mkdir(parents=True, exist_ok=True)
-hparams = None if target_steps is None else {"target": {"steps": int(target_steps)}}
 lm, tok = bluebook.load_model(model_name, device=dev, progress=False)
+S = bluebook.preset_for(lm, "memit").target.steps if target_steps is None else int(target_steps)
+hparams = verdicts.budget_hparams(methods, S, budget_rule)          # {method: overrides}, as in 06 and 07
 cfg = bluebook.preset_for(lm, "memit")
 last_layer = max(cfg.layers)                                # the last critical layer
 edits = bluebook.load_counterfact(n=n_edits)
@@ -136,7 +138,7 @@ for m in methods:
     state = bluebook.SequentialState()
     t0 = time.perf_counter()
     for s in range(0, len(edits), batch_size):
-        res = bluebook.edit(lm, tok, edits[s:s + batch_size], m, hparams=hparams, state=state, progress=False)
+        res = bluebook.edit(lm, tok, edits[s:s + batch_size], m, hparams=hparams[m], state=state, progress=False)
         for l in res.deltas:
             saved.setdefault(l, proj_weight(lm, l).detach().clone())
         res.apply()
@@ -246,7 +248,7 @@ claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 
 # %%
 metrics = {
-    "model": model_name, "n_edits": n_edits, "batch_size": batch_size, "target_steps": target_steps,
+    "model": model_name, "n_edits": n_edits, "batch_size": batch_size, "target_steps": S, "budget_rule": budget_rule,
     "last_critical_layer": last_layer, "n_heldout": len(texts), "n_unrelated": len(unrelated),
     "n_known": len(known),
     "unedited": {"perplexity": before["perplexity"], "known_fact_accuracy": before["known_fact_accuracy"]},

@@ -13,7 +13,8 @@ from bluebook.core.names import split_method
 from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
-__all__ = ["METRICS", "claim_name", "blue_vs_base", "recorded_blue_vs_base", "combined", "step_budget"]
+__all__ = ["METRICS", "BUDGET_RULES", "claim_name", "blue_vs_base", "recorded_blue_vs_base", "combined", "step_budget",
+           "budget_hparams"]
 
 METRICS = ("efficacy", "generalization", "specificity")
 
@@ -122,12 +123,13 @@ def combined(live: dict, recorded: dict) -> dict:
     return {k: decide(live.get(k), recorded.get(k)) for k in list(live) + [k for k in recorded if k not in live]}
 
 
-def step_budget(run_folder, methods, budget: int) -> dict:
+def step_budget(run_folder, methods, budget) -> dict:
     """How much of the v* budget each method of a replicate run folder used, from its
     ``<method>/progress.json``: ``{method: {"layers": {layer: mean steps}, "per_request": mean total
     steps over the layers optimised for a request, "capped": share of optimisations that used the
     whole budget}}``. BLUE optimises twice (first and last layer), its base once; a fair comparison
-    gives both a budget most requests stop early within, and this table shows whether they did."""
+    gives both a budget most requests stop early within, and this table shows whether they did.
+    ``budget``: the cap of one optimisation, one int or ``{method: int}``."""
     import json
     from pathlib import Path
 
@@ -136,16 +138,42 @@ def step_budget(run_folder, methods, budget: int) -> dict:
         p = Path(run_folder) / m / "progress.json"
         if not p.exists():
             continue
+        cap = budget[m] if isinstance(budget, dict) else budget
         per_layer, totals, capped, count = {}, [], 0, 0
         for b in json.loads(p.read_text()).get("batches", []):
             steps = b.get("target_steps", {})
             for layer, s in steps.items():
                 per_layer.setdefault(int(layer), []).extend(s)
-                capped += sum(int(x) >= budget for x in s)
+                capped += sum(int(x) >= cap for x in s)
                 count += len(s)
             if steps:
                 totals.extend(sum(col) for col in zip(*steps.values()))
-        out[m] = {"layers": {layer: round(sum(v) / len(v), 2) for layer, v in sorted(per_layer.items())},
+        out[m] = {"cap": cap, "layers": {layer: round(sum(v) / len(v), 2) for layer, v in sorted(per_layer.items())},
                   "per_request": round(sum(totals) / len(totals), 2) if totals else None,
                   "capped": round(capped / count, 3) if count else None}
+    return out
+
+
+BUDGET_RULES = ("equal_total", "same_cap")
+
+
+def budget_hparams(methods, steps: int, rule: str = "equal_total", overrides: dict | None = None) -> dict:
+    """``{method: hparams}`` that give BLUE and its base the same v* budget.
+
+    BLUE optimises two targets per request (first and last layer), its base one. ``"equal_total"``
+    caps the *total* per request at ``2·steps`` for both: each of BLUE's optimisations gets ``steps``,
+    the base's single one ``2·steps`` (early stopping still applies). ``"same_cap"`` gives every
+    optimisation ``steps``, which hands BLUE up to twice the total wherever the base hits the cap.
+    ``overrides`` (other hparams) are kept for every method."""
+    if rule not in BUDGET_RULES:
+        raise ValueError(f"rule must be one of {BUDGET_RULES}, got {rule!r}")
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive int, got {steps!r}")
+    out = {}
+    for m in methods:
+        blue = split_method(m)[2]
+        s = steps if (blue or rule == "same_cap") else 2 * steps
+        hp = dict(overrides or {})
+        hp["target"] = {**(hp.get("target") or {}), "steps": s}
+        out[m] = hp
     return out

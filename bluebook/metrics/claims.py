@@ -159,6 +159,10 @@ def decide(live: dict | None, recorded: dict | None = None) -> dict:
     and ``"recorded"``."""
     if live is None and recorded is None:
         raise ValueError("decide: neither a live nor a recorded claim")
+    if recorded is not None and recorded.get("ours") is None and live is not None:
+        recorded_note, recorded = recorded, None      # "not measured yet": no evidence, but say so below
+    else:
+        recorded_note = None
     use_recorded = recorded is not None and (
         live is None or live["verdict"] == "inconclusive"
         or (_small(live) and (recorded.get("n") or 0) > (live.get("n") or 0)))
@@ -170,6 +174,9 @@ def decide(live: dict | None, recorded: dict | None = None) -> dict:
             why = "inconclusive" if live["verdict"] == "inconclusive" else "a small sample"
             out["note"] = (f"live run {why} (n={live['n']}, {live['verdict']}); verdict from the recorded evidence"
                            + (f"; {recorded['note']}" if recorded.get("note") else ""))
+    if recorded_note is not None:
+        out["note"] = (out.get("note") or "") + f"; recorded tier: {recorded_note.get('note') or 'not measured'}"
+        recorded = recorded_note
     out["live"], out["recorded"] = live, recorded
     return out
 

@@ -30,8 +30,12 @@ def test_06_blue(nb_out, run_nb):
             want = m["methods"][f"{base}_blue"][k] - m["methods"][base][k]
             assert got["ours"] == pytest.approx(want, abs=0.011) and got["n"] == m["n_edits"]   # tables: 2 dp
     assert c["blue_updates_two_layers"]["verdict"] == "agrees"
-    # one budget for every method, never exceeded
-    assert all(v <= m["target_budget"] for d in m["target_steps_used"].values() for v in d.values())
+    # the same total budget per request: BLUE's caps S per optimisation, its base's 2S, never exceeded
+    caps = m["target_budget"]
+    S = caps["memit_blue"]
+    for v, d in m["target_steps_used"].items():
+        assert caps[v] == (S if v.endswith("_blue") else 2 * S), (v, caps[v])
+        assert all(x <= caps[v] for x in d.values()) and sum(d.values()) <= 2 * S, (v, d)
     # PRUNE's restraint acts only above σ_max(W₀): below it, PRUNE's weights are MEMIT's up to one SVD's round-off
     ratios = m["prune_sigma_ratio"]
     assert set(ratios) == {str(l) for l in critical}

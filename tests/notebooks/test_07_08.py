@@ -43,12 +43,19 @@ def test_07_replication(nb_out, run_nb):
                     assert c["verdict"] == rec["verdict"] and "verdict from the recorded" in c["note"]
                 else:                            # the live run of n < 50 decides only without a larger record
                     assert c["verdict"] == live["verdict"]
-    # the budget was the same for every method, and no optimisation ran past it
+    # the same total v* budget per request: BLUE's two optimisations capped at S each, its base's one at
+    # 2S; no optimisation ran past its cap, and no request's total past 2S
+    S = m["target_steps"]
+    assert m["budget_rule"] == "equal_total"
     for ds in ("counterfact", "zsre"):
         for meth in METHODS:
+            cap = m["target_caps"][meth]
+            assert cap == (S if meth.endswith("_blue") else 2 * S), (meth, cap)
             prog = json.loads((runs / ds / meth / "progress.json").read_text())
-            steps = [s for b in prog["batches"] for v in b["target_steps"].values() for s in v]
-            assert steps and max(steps) <= m["target_steps"], (ds, meth)
+            for b in prog["batches"]:
+                per_layer = list(b["target_steps"].values())
+                assert per_layer and max(max(v) for v in per_layer) <= cap, (ds, meth)
+                assert max(sum(col) for col in zip(*per_layer)) <= 2 * S, (ds, meth)
     assert (nb_out / "07_replication" / "results.md").exists()
     assert (nb_out / "07_replication" / "figures" / "bars_counterfact.png").exists()
 

@@ -104,3 +104,13 @@ def test_threshold_claim_counts_are_not_rates():
     as_mean = threshold_claim("fewer than 2", zeros, 2.0, direction=-1, rate=False)
     assert as_rate["interval"][1] > 0                 # Wilson's upper end for 0 of 8
     assert as_mean["interval"] == [0.0, 0.0] and as_mean["verdict"] == "agrees"
+
+
+def test_decide_keeps_the_live_numbers_when_the_record_has_none_yet():
+    from bluebook.metrics.claims import claim
+
+    live = paired_claim("a > b", [1, 0, 1, 0], [0, 1, 0, 1])                     # inconclusive
+    not_yet = claim("a > b", None, None, None, "inconclusive", "recorded", "run X: no evaluation point yet")
+    d = decide(live, not_yet)
+    assert d["evidence"] == "live" and d["ours"] == live["ours"] and d["interval"] == live["interval"]
+    assert "recorded tier: run X: no evaluation point yet" in d["note"] and d["recorded"] is not_yet

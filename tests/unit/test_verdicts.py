@@ -73,3 +73,13 @@ def test_recorded_ability_claims_pair_texts_and_facts_when_kept(tmp_path):
     unpaired = _ability_claims(run, "memit", 500, strip, strip_base)
     assert unpaired["counterfact:memit_blue>memit:perplexity"]["verdict"] == "inconclusive"
     assert "unpaired" in unpaired["counterfact:memit_blue>memit:known_facts"]["note"]
+
+
+def test_budget_hparams_equal_total_per_request():
+    hp = verdicts.budget_hparams(["memit", "memit_blue", "alphaedit_blue"], 25, overrides={"lam": 5.0})
+    assert hp["memit"] == {"lam": 5.0, "target": {"steps": 50}}            # one optimisation: the whole budget
+    assert hp["memit_blue"]["target"]["steps"] == hp["alphaedit_blue"]["target"]["steps"] == 25   # two of 25
+    same = verdicts.budget_hparams(["memit", "memit_blue"], 25, rule="same_cap")
+    assert same["memit"]["target"]["steps"] == same["memit_blue"]["target"]["steps"] == 25
+    with pytest.raises(ValueError, match="rule must be one of"):
+        verdicts.budget_hparams(["memit"], 25, rule="fair")
