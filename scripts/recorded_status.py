@@ -51,6 +51,11 @@ def status(root: Path) -> str:
                 ppl = _iv(ab["perplexity"]) if "perplexity" in ab else "—"
                 kf = f"{100 * ab['known_facts']['value']:.0f} %" if "known_facts" in ab else "—"
                 rows.append(f"| {m} | {k} | " + " | ".join(cells) + f" | {ppl} | {kf} |")
+        base_rows = [r for r in curves.curve_rows(run) if r["method"] == "unedited"]
+        for k in sorted({r["edits"] for r in base_rows if r["edits"] > 0}, reverse=True):
+            at = {r["metric"]: r for r in base_rows if r["edits"] == k}
+            cells = [_iv(at[c]) if c in at else "—" for c in cols]
+            rows.insert(0, f"| unedited, same {k} records | 0 | " + " | ".join(cells) + " | — | — |")
         if run.unedited is not None:
             u = run.unedited
             cells = [_iv(u["intervals"][c]) if c in u.get("intervals", {}) else "—" for c in cols]

@@ -82,6 +82,6 @@ def test_08_general_ability(nb_out, run_nb):
         assert kf["ours"] == pytest.approx(want, abs=1e-6) and kf["n"] == m["n_known"]
         sh = c[f"{blue}<{base}:unrelated_shift"]
         want = m["methods"][blue]["shift_mean_relative"] - m["methods"][base]["shift_mean_relative"]
-        assert sh["ours"] == pytest.approx(want, rel=1e-4, abs=1e-9) and sh["n"] == m["n_unrelated"]
+        assert sh["ours"] == pytest.approx(want, abs=2e-6) and sh["n"] == m["n_unrelated"]   # claims keep 6 dp
         assert c[f"{blue}<{base}:heldout_nll"]["n"] == m["n_heldout"]
     assert (nb_out / "08_general_ability" / "figures" / "representation_shift.png").exists()
