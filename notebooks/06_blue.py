@@ -349,7 +349,7 @@ for v in variants:
 
 # %%
 claims.update(verdicts.blue_vs_base(columns, "counterfact",
-                                    note=f"live: {len(edit_requests)} edits in batches of {batch_size}"))
+                                    note=f"{len(edit_requests)} edits in batches of {batch_size}"))
 claims_frame({k: c for k, c in claims.items() if ">" in k})[["ours", "low", "high", "n", "verdict"]]
 
 # %% [markdown]

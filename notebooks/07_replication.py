@@ -250,7 +250,7 @@ for ds in datasets:
 live_claims = {}
 for ds in datasets:
     live_claims.update(verdicts.blue_vs_base(columns[ds], ds,
-                                             note=f"live: {n_edits} records in batches of {batch_size}"))
+                                             note=f"{n_edits} records in batches of {batch_size}"))
 recorded_claims, provenance = {}, {}
 for folder in sorted(p for p in Path(recorded_dir).glob("*") if p.is_dir()):
     run = curves.load_run(folder)

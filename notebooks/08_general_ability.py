@@ -193,7 +193,7 @@ show(fig_ppl, output_dir, "perplexity")
 
 # %%
 pairs = [m for m in methods if not m.endswith("_blue") and m + "_blue" in methods]
-note = f"live: {n_edits} edits in batches of {batch_size}"
+note = f"{n_edits} edits in batches of {batch_size}"
 claims = {}
 for b in pairs:
     bb = b + "_blue"
