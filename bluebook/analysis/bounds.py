@@ -50,6 +50,16 @@ def _stats(model, tok, layers, cfg: EditConfig) -> dict[int, torch.Tensor]:
     return {layer: got[layer].C.detach().double().cpu() for layer in layers}
 
 
+def _sequence_size(requests, earlier, seq_lengths, earlier_batch_size) -> tuple[int, int]:
+    """``(batch size of the earlier batches, longest sequence)``, checked against the earlier requests."""
+    b = earlier_batch_size or len(requests)
+    t_max = max(seq_lengths)
+    if t_max * b > len(earlier):
+        raise ValueError(f"sequence length {t_max} × batch {b} needs {t_max * b} earlier requests, "
+                         f"got {len(earlier)}")
+    return b, t_max
+
+
 def _row(check: BoundCheck, **ctx) -> dict:
     """One table row: the context, the :class:`~bluebook.analysis.BoundCheck` fields and its tightness."""
     row = dict(ctx)
@@ -124,11 +134,7 @@ def sequential_sweep(model, tok, requests, earlier_requests, seq_lengths, layers
     templates = resolve_templates(model, tok, cfg, templates)
     if residuals is None:
         residuals = residuals_per_layer(model, tok, requests, layers, cfg, templates)
-    b = earlier_batch_size or len(requests)
-    t_max = max(seq_lengths)
-    if t_max * b > len(earlier):
-        raise ValueError(f"sequence length {t_max} × batch {b} needs {t_max * b} earlier requests, "
-                         f"got {len(earlier)}")
+    b, t_max = _sequence_size(requests, earlier, seq_lengths, earlier_batch_size)
     C = C or _stats(model, tok, layers, cfg)
     K = read_states(model, tok, requests, key_layers=layers, templates=templates).keys
     Kp = read_states(model, tok, earlier[:t_max * b], key_layers=layers, templates=templates).keys if t_max else {}
@@ -178,11 +184,7 @@ def applied_sequence_sweep(model, tok, requests, earlier_requests, seq_lengths, 
     cfg = cfg or preset_for(model, "memit")
     layers = resolve_layers(model, cfg, layers)
     templates = resolve_templates(model, tok, cfg, templates)
-    b = earlier_batch_size or len(requests)
-    t_max = max(seq_lengths)
-    if t_max * b > len(earlier):
-        raise ValueError(f"sequence length {t_max} × batch {b} needs {t_max * b} earlier requests, "
-                         f"got {len(earlier)}")
+    b, t_max = _sequence_size(requests, earlier, seq_lengths, earlier_batch_size)
     C = C or _stats(model, tok, layers, cfg)
     state = SequentialState()
     state.stats = {l: C[l] for l in layers}            # the unedited model's statistics, never recomputed

@@ -60,8 +60,6 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
     bases = sorted({split_method(m)[1] for m in run.methods})
     for base in bases:
         blue = f"{base}_blue"
-        if base not in run.methods and blue not in run.methods:
-            continue
         common = set(run.methods[base].points if base in run.methods else []) & set(
             run.methods[blue].points if blue in run.methods else [])
         if not common:
