@@ -12,7 +12,7 @@ Public API (everything else lives in submodules)::
 """
 from bluebook.core.config import EditConfig, StatsConfig, TargetConfig, load_preset
 from bluebook.core.keys import read_states
-from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
+from bluebook.core.methods import DYNAMIC_METHODS, METHODS, PAPER_ORDER, parse_method
 from bluebook.core.presets import preset_for
 from bluebook.core.stats import layer_stats
 from bluebook.core.targets import optimize_targets
@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "EditConfig", "StatsConfig", "TargetConfig", "load_preset", "preset_for",
     "EditRequest", "load_counterfact", "load_zsre", "wiki_texts",
-    "EditResult", "SequentialState", "edit", "METHODS", "PAPER_ORDER", "parse_method",
+    "EditResult", "SequentialState", "edit", "METHODS", "DYNAMIC_METHODS", "PAPER_ORDER", "parse_method",
     "load_model", "tiny_model", "ModelSpec", "spec_for",
     "optimize_targets", "read_states", "layer_stats", "__version__",
 ]

@@ -5,6 +5,8 @@ is optimised, and how much of the residual each layer takes.
   ``l_i`` takes ``(Z − h^L) / (N_L − i)``, with ``h^L`` re-measured on the partly edited model.
 * :class:`Boundary` (BLUE): only the first and last critical layers; at each, a fresh target is
   optimised at that layer on the current (partly edited) model and the full residual is used.
+* :class:`Dynamic` (beyond the paper, ``<base>_blue_dynamic``): BLUE's first layer, then the second
+  updated layer chosen per batch from a measurement on the partly edited model (:meth:`Dynamic.choose`).
 * :class:`Direct`: every critical layer, each with its own fresh target (the optimisation-steps
   analysis of the paper, §10.4).
 * :class:`SingleLayer`: only one layer, with either its distributed or its direct residual (the
@@ -106,3 +108,52 @@ class SingleLayer:
 
     def residual(self, diff, i, plan, layers):
         return diff if self.direct else diff / (len(layers) - layers.index(self.layer))
+
+
+@dataclass(frozen=True)
+class Dynamic(Boundary):
+    """BLUE with its second layer chosen per batch, among the critical layers after the first.
+
+    The paper fixes BLUE's two layers at the window's boundary and leaves open whether they should
+    be chosen dynamically. This rule keeps the first (the paper's step analysis, §10.4, and the
+    contribution scores of notebook 04 both find the first layer doing most of the work) and, once
+    it is updated, asks every later critical layer ``l`` how much is left to do there: v* is
+    optimised at ``l`` on the partly edited model (BLUE's own second optimisation, with its budget
+    and early stop) and the remaining gap ``‖v*_l − h_l‖ / ‖h_l‖`` (mean over the batch) is read off
+    it. The layer with the largest gap is updated, with the target already optimised there; ties,
+    and a batch with nothing left anywhere, go to the deepest layer, i.e. to fixed BLUE.
+
+    Cost: one extra v* optimisation per critical layer between the boundaries, each usually stopped
+    early (the first update moved most of the way); the edit loop reports it as ``timings["choice"]``.
+    ``plan`` names every layer that *may* be updated (statistics, projectors and saved weights are
+    prepared for all of them); :meth:`choose` names the ones that are.
+    """
+    name: str = "dynamic"
+    criterion: str = "largest_gap"
+
+    def __post_init__(self):
+        if self.criterion != "largest_gap":
+            raise ValueError(f"criterion must be 'largest_gap', got {self.criterion!r}")
+
+    def plan(self, layers):
+        if len(layers) < 2:
+            raise ValueError(f"BLUE needs at least two critical layers, got {layers}")
+        return list(layers)
+
+    def choose(self, i: int, chosen: list[int], layers: list[int], gap) -> int | None:
+        """The layer to update ``i``-th, given the ones ``chosen`` so far, or None when done.
+        ``gap(l)`` optimises v* at ``l`` on the model as it is now and returns the remaining
+        relative gap there (the edit loop keeps that target for the layer it then updates)."""
+        if i == 0:
+            return layers[0]
+        if i > 1:
+            return None
+        later = [l for l in layers if l > chosen[0]]
+        gaps = {l: float(gap(l)) for l in later}
+        best = max(gaps.values())
+        return max(l for l in later if gaps[l] >= best - TIE * max(1.0, best))   # ties: the deepest
+
+
+#: Gaps this close (relative) count as equal in :meth:`Dynamic.choose` (v*'s norm clamp makes
+#: saturated gaps equal up to round-off).
+TIE = 1e-6

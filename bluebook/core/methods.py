@@ -13,7 +13,11 @@ alphaedit      Δ = R Kᵀ P (KKᵀP + C_pP + αI)⁻¹          even         �
 rect           as memit                                even         keep the top-k% relative changes
 prune          as memit                                even         restrain large singular values
 ``*_blue``     the same                                boundary     the same
+``*_dynamic``  the same                                dynamic      the same
 ============== ======================================= ============ ==========================
+
+``<base>_blue_dynamic`` (beyond the paper) is BLUE whose second layer is chosen per batch
+(:class:`bluebook.core.distribute.Dynamic`).
 
 Each strategy owns the persistent state it needs across sequential batches — the accumulated
 ``C_p`` (memit_seq, AlphaEdit), the null-space projector ``P`` (AlphaEdit), the original weights
@@ -30,8 +34,8 @@ import torch
 
 from bluebook.core import solvers
 from bluebook.core.config import EditConfig
-from bluebook.core.distribute import Boundary, Distribution, Even
-from bluebook.core.names import METHODS, PAPER_ORDER, split_method  # noqa: F401 (re-exported)
+from bluebook.core.distribute import Boundary, Distribution, Dynamic, Even
+from bluebook.core.names import DYNAMIC_METHODS, METHODS, PAPER_ORDER, read_method, split_method  # noqa: F401
 from bluebook.core.objective import target_dtype
 from bluebook.model.specs import math_weight, proj_weight, to_storage
 
@@ -239,6 +243,7 @@ def parse_method(name) -> Method:
     """``"memit"``, ``"alphaedit_blue"``, ``"MEMIT-BLUE"``, ... → :class:`Method`."""
     if isinstance(name, Method):
         return name
-    key, base, blue = split_method(name)
+    key, base, rule = read_method(name)
+    blue = rule != "even"
     solver, post = _parts(base, blue)
-    return Method(key, base, blue, solver, post, Boundary() if blue else Even())
+    return Method(key, base, blue, solver, post, {"even": Even, "boundary": Boundary, "dynamic": Dynamic}[rule]())

@@ -82,11 +82,14 @@ def resolve_config(model, method: Method | str, hparams=None, layers=None) -> Ed
 
 
 def critical_and_plan(model, method: Method, cfg: EditConfig, rule=None) -> tuple[list[int], list[int]]:
-    """The critical layers the residual rule works over (BLUE: the two boundary layers) and its plan."""
+    """The critical layers the residual rule works over (BLUE: the two boundary layers; a rule that
+    chooses its layers, :class:`~bluebook.core.distribute.Dynamic`: the whole window) and its plan
+    (for a choosing rule, every layer it may update)."""
+    rule = rule or method.distribution
     crit = check_layers(model, cfg.layers, field="layers")
-    if method.blue:
+    if method.blue and not hasattr(rule, "choose"):
         crit = check_layers(model, list(cfg.boundary_layers()), field="blue_layers")
-    return crit, (rule or method.distribution).plan(crit)
+    return crit, rule.plan(crit)
 
 
 def prepare_stats(model, tok, method: str | Method, hparams=None, state: SequentialState | None = None, *,
@@ -175,14 +178,45 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
 
     timings = {"targets": 0.0, "keys": 0.0, "solve": 0.0}
     deltas, residuals, keys, targets, per_layer = {}, {}, {}, {}, {}
+    chooser = getattr(rule, "choose", None)   # a rule that picks its layers as the edit goes (Dynamic)
+    probed, choice = {}, {}
+
+    def gap(layer: int) -> float:
+        """v* at ``layer`` on the model as it is now; the remaining relative gap ‖v* − h‖ / ‖h‖."""
+        t0 = time.perf_counter()
+        tr = optimize_targets(model, tok, requests, layer, cfg.target, templates, progress=progress)
+        _check_targets(tr.z.T, layer, requests)
+        probed[layer] = tr
+        g = float((tr.delta.norm(dim=1) / tr.h0.norm(dim=1).clamp_min(1e-12)).mean())
+        choice[layer] = {"gap": g, "steps": float(sum(tr.steps) / len(tr.steps)),
+                         "seconds": time.perf_counter() - t0}
+        return g
+
+    updated: list[int] = []
     Z = None
     with preserved_weights(model, plan) as saved:
         try:
-            for i, l in enumerate(plan):
-                tl = rule.target_layer(i, plan, crit)
+            i = 0
+            while True:
+                if chooser is None:
+                    if i == len(plan):
+                        break
+                    l = plan[i]
+                else:
+                    l = chooser(i, list(updated), crit, gap)
+                    if l is None:
+                        break
+                    if l not in plan:
+                        raise ValueError(f"{rule.name}: chose layer {l}, not among the layers {plan}")
+                updated.append(l)
+                order = plan if chooser is None else updated
+                tl = rule.target_layer(i, order, crit)
                 if tl is not None:                                        # 1. targets Z = v*
                     t0 = time.perf_counter()
-                    if i == 0 and precomputed_targets and tl in precomputed_targets:
+                    if tl in probed:                                      # optimised while choosing
+                        tr = probed.pop(tl)
+                        timings["targets"] += choice[tl]["seconds"]
+                    elif i == 0 and precomputed_targets and tl in precomputed_targets:
                         tr = precomputed_targets[tl]
                         if tr.z.shape[0] != len(requests):
                             raise ValueError("precomputed_targets do not match the number of requests")
@@ -192,13 +226,13 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                     targets[tl] = tr
                     Z = tr.z.T                                            # (d, n)
                     _check_targets(Z, tl, requests)
-                ml = rule.measure_layer(i, plan, crit)
+                ml = rule.measure_layer(i, order, crit)
                 t0 = time.perf_counter()                                  # 2. keys K, current h
                 st = read_states(model, tok, requests, key_layers=[l], hidden_layers=[ml], templates=templates)
                 timings["keys"] += time.perf_counter() - t0
                 K, h = st.keys[l], st.hidden[ml]
                 diff = Z.to(h.device) - h
-                R = rule.residual(diff, i, plan, crit)                    # 3. residual and solve
+                R = rule.residual(diff, i, order, crit)                   # 3. residual and solve
                 t0 = time.perf_counter()
                 D = method.solver.delta(K, R, l, ctx)
                 timings["solve"] += time.perf_counter() - t0
@@ -209,6 +243,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                                 "residual_norm": float(R.norm(dim=0).mean()),
                                 "update_norm": float(D.norm()),
                                 "weight_norm": float(saved[l].norm())}
+                i += 1
         finally:
             restore_weights(model, saved)
         if method.post is not None:
@@ -220,14 +255,20 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     def commit():
         """Run once the batch is applied: the solver's persistent state, the run's counters."""
         if method.solver.needs_committed_keys():
-            method.solver.commit(read_states(model, tok, requests, key_layers=list(deltas), templates=templates).keys,
+            # every layer the rule may update (for a fixed plan, the updated ones): a dynamic rule's
+            # later batches may update a layer this one did not, and C_p there must know these keys
+            method.solver.commit(read_states(model, tok, requests, key_layers=list(plan), templates=templates).keys,
                                  ctx)
         state.n_batches += 1
         state.n_edits += len(requests)
 
-    result = EditResult(method=method.name, layers=plan, deltas=deltas, residuals=residuals, keys=keys,
-                        targets=targets, diagnostics={"layers": per_layer, "timings": timings,
-                                                      "distribution": rule.name, "config": cfg},
+    diagnostics = {"layers": per_layer, "timings": timings, "distribution": rule.name, "config": cfg}
+    if chooser is not None:            # what the choice measured, and what it cost beyond the targets used
+        timings["choice"] = sum(c["seconds"] for l, c in choice.items() if l not in targets)
+        diagnostics["choice"] = {"criterion": getattr(rule, "criterion", rule.name), "candidates": choice,
+                                 "chosen": list(updated)}
+    result = EditResult(method=method.name, layers=list(updated), deltas=deltas, residuals=residuals, keys=keys,
+                        targets=targets, diagnostics=diagnostics,
                         state=state, requests=requests, model=model, _commit=commit)
     if apply:
         t0 = time.perf_counter()

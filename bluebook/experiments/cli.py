@@ -90,7 +90,8 @@ def add_cli(subparsers) -> None:
                               description=replicate.__doc__.split("\n\n")[0])
     p.add_argument("--model", default="smollm2-135m", help="model name or local folder")
     p.add_argument("--dataset", default="counterfact", choices=["counterfact", "zsre"])
-    p.add_argument("--methods", default="memit,memit_blue", help=f"comma-separated, from {', '.join(METHODS)}")
+    p.add_argument("--methods", default="memit,memit_blue", help=f"comma-separated, from {', '.join(METHODS)} "
+                   "(and, beyond the paper, <base>_blue_dynamic)")
     p.add_argument("--n", type=int, default=100, help="number of records (the first n)")
     p.add_argument("--batch", type=int, default=20, help="edits per sequential batch")
     p.add_argument("--out", default="replication", help="output folder (checkpoints and results)")

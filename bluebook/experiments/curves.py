@@ -14,7 +14,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bluebook.core.names import split_method
+from bluebook.core.names import is_blue_pair, split_method
 from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
 from bluebook.metrics.intervals import interval, paired_difference
 from bluebook.runs import atomic_write_text, write_json
@@ -159,8 +159,9 @@ def pair_differences(run: Run, k: int, metrics=None) -> dict:
     metrics = list(metrics or COLUMNS[run.dataset])
     out = {}
     for name, mr in run.methods.items():
-        _, base, blue = split_method(name)
-        if not blue or base not in run.methods or k not in mr.evals or k not in run.methods[base].evals:
+        _, base, _ = split_method(name)
+        if (not is_blue_pair(name, base) or base not in run.methods or k not in mr.evals
+                or k not in run.methods[base].evals):
             continue
         a, b = mr.evals[k]["columns"], run.methods[base].evals[k]["columns"]
         if a["case_id"] != b["case_id"]:

@@ -9,7 +9,7 @@ comparison are combined with :func:`bluebook.metrics.claims.decide`.
 """
 from __future__ import annotations
 
-from bluebook.core.names import split_method
+from bluebook.core.names import is_blue_pair, split_method
 from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
@@ -35,10 +35,10 @@ def blue_vs_base(columns: dict, dataset: str, evidence: str = "live", note: str 
     out = {}
     for name in columns:
         try:
-            _, base, blue = split_method(name)
+            _, base, _ = split_method(name)
         except ValueError:          # "unedited" and other non-method rows
             continue
-        if not blue or base not in columns:
+        if not is_blue_pair(name, base) or base not in columns:
             continue
         a, b = columns[name], columns[base]
         if a.get("case_id") != b.get("case_id"):

@@ -41,6 +41,21 @@ def check_claim_record(stem: str, metrics: dict) -> None:
             assert iv[0] - 1e-6 <= c["ours"] <= iv[1] + 1e-6, f"{stem}:{name}: {c['ours']} outside {iv}"
         if c["evidence"] == "live" and c["n"] is not None and c["n"] < SMALL_SAMPLE and c["interval"] is not None:
             assert "small live sample" in c["note"], f"{stem}:{name}: n={c['n']} but not labelled small"
+        # the two tiers: a recorded verdict decides only where the live run cannot (inconclusive, or a
+        # small sample beside a larger recorded one), and then the note says so
+        lv, rec = c.get("live"), c.get("recorded")
+        if lv is not None and rec is not None and rec.get("ours") is not None:
+            cannot = lv["verdict"] == "inconclusive" or (
+                (lv["n"] or 0) < SMALL_SAMPLE and (rec["n"] or 0) > (lv["n"] or 0))
+            want = rec if cannot else lv
+            assert (c["verdict"], c["evidence"]) == (want["verdict"], want["evidence"]), f"{stem}:{name}"
+            if cannot:
+                assert "verdict from the recorded" in c["note"], f"{stem}:{name}: {c['note']!r}"
+
+
+def live_claims(metrics: dict) -> dict:
+    """Each claim as the live run measured it (the claim itself where no recorded tier was combined)."""
+    return {k: c["live"] if c.get("live") is not None else c for k, c in metrics["claims"].items()}
 
 
 def check_reader_view(executed: Path) -> None:
@@ -61,6 +76,12 @@ def check_reader_view(executed: Path) -> None:
     saved = sorted((executed.parent / "figures").glob("*.png"))
     assert images == len(saved), f"{executed.name}: {images} inline images for {len(saved)} saved figures"
     assert not problems, f"{executed.name}: " + "; ".join(problems)
+
+
+@pytest.fixture(scope="session")
+def live_of():
+    """``live_of(metrics) -> {name: claim}``: the live run's own claims, whatever tier decided them."""
+    return live_claims
 
 
 @pytest.fixture(scope="session")
