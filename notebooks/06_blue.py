@@ -44,6 +44,7 @@ n_neighborhood = 3          # neighbourhood prompts scored per request (0: all)
 methods = ["memit", "alphaedit", "rect", "prune"]
 seed = 0
 recorded_notebooks = "../results/notebooks"   # committed full-profile runs: the recorded tier
+recorded_runs = "../results/sequential"       # committed sequential runs (notebook 09): the comparison at full size
 device = "auto"
 output_dir = "artifacts/06"
 
@@ -63,7 +64,7 @@ from bluebook.core import solvers
 from bluebook.core.config import with_overrides
 from bluebook.core.keys import read_states
 from bluebook.core.templates import context_templates
-from bluebook.experiments import verdicts
+from bluebook.experiments import curves, verdicts
 from bluebook.experiments.notebooks import recorded_claims
 from bluebook.experiments.sequence import case_columns
 from bluebook.metrics.claims import all_hold_claim, claims_frame, paired_claim, threshold_claim
@@ -393,14 +394,24 @@ claims["blue_updates_two_layers"] = all_hold_claim(
 # %% [markdown]
 # ### The recorded tier
 #
-# The same claims from this notebook's committed full-profile run (`python -m bluebook
-# record-notebook 06`, under `results/notebooks/06_blue/` with its command, commit, date,
-# machine and wall time). Where the live interval cannot decide, the verdict is taken from there and
-# the note says so; without a committed run the live verdict stands alone.
+# Two committed sources, each with its command, commit, date, machine and wall time:
+# - this notebook's larger run (`python -m bluebook record-notebook 06 ...`, under
+#   `results/notebooks/06_blue/`): the steps table on 50 requests edited one by one;
+# - for BLUE against its base, the recorded sequential runs of notebook 09 (`results/sequential/`,
+#   batches of 100, every record scored at the largest point both methods reached), which are this
+#   comparison at full size.
+#
+# For each claim the larger recorded sample is used. Where the live interval cannot decide, the
+# verdict is taken from there and the note says so; without a recorded claim the live verdict
+# stands alone.
 
 # %%
 recorded = recorded_claims("06_blue", recorded_notebooks)
-print(f"recorded tier: {len(recorded)} claims" if recorded else "recorded tier: no full-profile run committed yet")
+for folder in sorted(p for p in Path(recorded_runs).glob("counterfact_*") if p.is_dir()):
+    for k, c in verdicts.recorded_blue_vs_base(curves.load_run(folder)).items():
+        if k in claims and (c["n"] or 0) > (recorded.get(k, {}).get("n") or 0):
+            recorded[k] = c
+print(f"recorded tier: {len(recorded)} claims" if recorded else "recorded tier: nothing committed yet")
 claims = verdicts.combined(claims, recorded)
 claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 

@@ -6,9 +6,12 @@
 # unedited model. Rerunning the same command resumes from the checkpoints in RUNS.
 #
 #   bash scripts/recorded_runs.sh counterfact   # or zsre
+#   bash scripts/recorded_runs.sh counterfact dynamic   # beyond the paper (notebook 10): the
+#       <base>_blue_dynamic columns, in the same folder, on the same records and batches
 #   python -c "from bluebook.experiments.curves import export_run; export_run('RUNS/counterfact_n1000_b100', 'results/sequential/counterfact_n1000_b100')"
 set -euo pipefail
 DATASET=${1:-counterfact}
+WHAT=${2:-paper}
 RUNS=${RUNS:-$HOME/bluebook-runs}
 PY=${PY:-.venv/bin/python}
 case "$DATASET" in
@@ -20,6 +23,12 @@ OUT=$RUNS/${DATASET}_n${N}_b100
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_MININTERVAL=30
 COMMON="replicate --model smollm2-135m --dataset $DATASET --n $N --batch 100 --eval-every 500 $EXTRA --ability suite --probes all --probe-n 100 --out $OUT"
+if [ "$WHAT" = dynamic ]; then
+  nohup $PY -m bluebook $COMMON --methods memit_blue_dynamic > "$OUT.d1.log" 2>&1 &
+  nohup $PY -m bluebook $COMMON --methods alphaedit_blue_dynamic > "$OUT.d2.log" 2>&1 &
+  echo "started; logs in $OUT.d{1,2}.log"
+  exit 0
+fi
 nohup $PY -m bluebook $COMMON --methods memit,alphaedit > "$OUT.p1.log" 2>&1 &
 nohup $PY -m bluebook $COMMON --methods memit_blue,alphaedit_blue > "$OUT.p2.log" 2>&1 &
 nohup nice -n 19 $PY -m bluebook $COMMON --methods none > "$OUT.p0.log" 2>&1 &

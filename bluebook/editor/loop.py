@@ -269,7 +269,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                                  "chosen": list(updated)}
     result = EditResult(method=method.name, layers=list(updated), deltas=deltas, residuals=residuals, keys=keys,
                         targets=targets, diagnostics=diagnostics,
-                        state=state, requests=requests, model=model, _commit=commit)
+                        state=state, requests=requests, model=model, _commit=commit, state_layers=list(plan))
     if apply:
         t0 = time.perf_counter()
         result.apply()

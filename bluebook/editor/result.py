@@ -29,6 +29,8 @@ class EditResult:
     requests: list[EditRequest]
     model: object = field(repr=False, default=None)
     _commit: object = field(repr=False, default=None)
+    #: layers whose sequential state (C_p) applying this edit updates; None: the updated layers
+    state_layers: list[int] | None = field(repr=False, default=None)
     _saved: dict | None = field(repr=False, default=None)
     _saved_cp: dict | None = field(repr=False, default=None)
 
@@ -45,7 +47,7 @@ class EditResult:
             add_deltas(self.model, self.deltas)
             self._saved = saved
             self._saved_cp = {l: (t.clone() if t is not None else None)
-                              for l, t in ((l, self.state.C_p.get(l)) for l in self.deltas)}
+                              for l, t in ((l, self.state.C_p.get(l)) for l in (self.state_layers or self.deltas))}
             if self._commit is not None:
                 self._commit()
         except BaseException:

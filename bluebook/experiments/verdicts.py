@@ -14,7 +14,7 @@ from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
 __all__ = ["METRICS", "BUDGET_RULES", "claim_name", "blue_vs_base", "recorded_blue_vs_base", "combined", "step_budget",
-           "budget_hparams"]
+           "budget_hparams", "dynamic_vs_fixed", "recorded_dynamic_vs_fixed", "chosen_layers"]
 
 METRICS = ("efficacy", "generalization", "specificity")
 
@@ -175,3 +175,76 @@ def budget_hparams(methods, steps: int, rule: str = "equal_total", overrides: di
         hp["target"] = {**(hp.get("target") or {}), "steps": s}
         out[m] = hp
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# beyond the paper: BLUE with its second layer chosen per batch against fixed BLUE
+
+DYNAMIC_QUESTION = ("the paper leaves open whether BLUE's two layers should be chosen dynamically; "
+                    "hypothesis: choosing the second per batch ({dyn}) gives higher {metric} than the "
+                    "fixed boundary ({fixed})")
+
+
+def dynamic_claim_name(dataset: str, base: str, metric: str) -> str:
+    return f"{dataset}:{base}_blue_dynamic>{base}_blue:{metric}"
+
+
+def dynamic_vs_fixed(columns: dict, dataset: str, evidence: str = "live", note: str = "",
+                     metrics=METRICS) -> dict:
+    """``{claim name: claim}``: ``<base>_blue_dynamic`` − ``<base>_blue`` on the same records (×100,
+    paired bootstrap) for every base with both columns. *agrees* means the dynamic choice is better,
+    *disagrees* that it is worse, *inconclusive* that the interval covers 0: no better than the boundary."""
+    out = {}
+    for name in columns:
+        try:
+            _, base, _ = split_method(name)
+        except ValueError:
+            continue
+        fixed = f"{base}_blue"
+        if name != f"{base}_blue_dynamic" or fixed not in columns:
+            continue
+        a, b = columns[name], columns[fixed]
+        if a.get("case_id") != b.get("case_id"):
+            raise ValueError(f"{name} and {fixed} were scored on different records")
+        for m in metrics:
+            if m in a and m in b:
+                out[dynamic_claim_name(dataset, base, m)] = paired_claim(
+                    DYNAMIC_QUESTION.format(dyn=name, fixed=fixed, metric=m), a[m], b[m], evidence=evidence,
+                    note=note, scale=100.0)
+    return out
+
+
+def recorded_dynamic_vs_fixed(run, metrics=METRICS) -> dict:
+    """The same claims from a recorded sequential run, at the largest evaluation point both methods
+    of a pair reached (an *inconclusive* "not measured yet" entry where there is none)."""
+    out = {}
+    for name in run.methods:
+        _, base, _ = split_method(name)
+        fixed = f"{base}_blue"
+        if name != f"{base}_blue_dynamic":
+            continue
+        common = set(run.methods[name].points) & set(run.methods[fixed].points if fixed in run.methods else [])
+        if not common:
+            for m in metrics:
+                out[dynamic_claim_name(run.dataset, base, m)] = claim(
+                    DYNAMIC_QUESTION.format(dyn=name, fixed=fixed, metric=m), None, None, None, "inconclusive",
+                    "recorded", f"recorded run {run.folder.name}: no evaluation point reached by both yet")
+            continue
+        k = max(common)
+        cols = {n: run.methods[n].evals[k]["columns"] for n in (name, fixed)}
+        got = dynamic_vs_fixed(cols, run.dataset, evidence="recorded",
+                               note=f"recorded run {run.folder.name}: paired difference ×100 at {k} edits "
+                                    f"of {run.config.get('n')} planned", metrics=metrics)
+        out.update(got)
+    return out
+
+
+def chosen_layers(run_folder, method: str) -> list[list[int]]:
+    """The layers ``method`` updated in each batch of a replicate run folder (``progress.json``)."""
+    import json
+    from pathlib import Path
+
+    p = Path(run_folder) / method / "progress.json"
+    if not p.exists():
+        return []
+    return [list(b.get("layers", [])) for b in json.loads(p.read_text()).get("batches", [])]

@@ -1,4 +1,5 @@
-"""Figures for notebook 06 (BLUE): steps per layer, base vs BLUE metrics, which weights changed.
+"""Figures for notebooks 06 (BLUE: steps per layer, base vs BLUE metrics, which weights changed) and
+10 (the second layer chosen per batch).
 
 Every function returns a ``matplotlib.figure.Figure``; none calls ``plt.show()`` or touches the
 global style.
@@ -91,5 +92,50 @@ def changed_weights(norms: dict[str, dict], layers=None, title: str | None = Non
                     color="white" if v > 0.6 * vmax else "black")
     fig.colorbar(im, ax=ax, label="‖ΔW‖_F")
     ax.set_title(title or "which weights changed")
+    fig.tight_layout()
+    return fig
+
+
+def choice_gaps(candidates: dict, chosen: int, first: int, title: str | None = None) -> Figure:
+    """What :class:`bluebook.core.distribute.Dynamic` measured for one batch: the remaining relative
+    gap ``‖v* − h‖ / ‖h‖`` at each candidate layer after the first update (the chosen one
+    highlighted), and the mean v* steps it took to find it."""
+    layers = sorted(int(l) for l in candidates)
+    gaps = [candidates[l]["gap"] for l in layers]
+    steps = [candidates[l]["steps"] for l in layers]
+    fig, axes = new_figure(2, (9.0, 3.4))
+    colors = [_BLUE_COLOR if l == chosen else _BASE_COLOR for l in layers]
+    x = np.arange(len(layers))
+    for ax, vals, label in ((axes[0], gaps, "remaining gap ‖v* − h‖ / ‖h‖"), (axes[1], steps, "mean v* steps")):
+        bars = ax.bar(x, vals, color=colors)
+        ax.bar_label(bars, fmt="%.3g", fontsize=8)
+        ax.set_xticks(x, [f"L{l}" for l in layers])
+        ax.set_xlabel(f"candidate layer (after updating L{first})")
+        ax.set_ylabel(label)
+        ax.margins(y=0.15)
+    axes[0].set_title(title or f"chosen: L{chosen} (blue)")
+    axes[1].set_title("cost of measuring it")
+    fig.tight_layout()
+    return fig
+
+
+def layers_over_sequence(per_batch: dict[str, list[list[int]]], layers, title: str | None = None) -> Figure:
+    """Which critical layers each batch updated: one panel per run (``{label: [[layers of batch 0],
+    ...]}``), batches across, layers up, a square per updated layer."""
+    n = max(1, len(per_batch))
+    fig, axes = new_figure(n, (4.6 * n, 3.0), sharey=True)
+    layers = sorted(set(layers) | {l for batches in per_batch.values() for ls in batches for l in ls})
+    for ax, (label, batches) in zip(axes, per_batch.items()):
+        xs = [b for b, ls in enumerate(batches) for _ in ls]
+        ys = [l for ls in batches for l in ls]
+        colors = [_BASE_COLOR if l in (layers[0], layers[-1]) else _BLUE_COLOR for l in ys]
+        ax.scatter(xs, ys, marker="s", s=36, c=colors)
+        ax.set_yticks(layers, [f"L{l}" for l in layers])
+        ax.set_ylim(layers[0] - 0.6, layers[-1] + 0.6)
+        ax.set_xlabel("batch")
+        ax.set_title(label, fontsize=9)
+    axes[0].set_ylabel("updated layer")
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

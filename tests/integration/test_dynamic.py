@@ -133,3 +133,19 @@ def test_a_middle_layer_choice_reuses_its_probe_target_exactly(cache_dir):
     t = res.diagnostics["timings"]
     assert t["choice"] == pytest.approx(sum(c["seconds"] for l, c in res.diagnostics["choice"]["candidates"].items()
                                             if l != second))
+
+
+def test_undo_of_a_dynamic_alphaedit_batch_restores_the_state_at_every_candidate_layer(cache_dir):
+    model, tok = bluebook.tiny_model("tiny-llama")
+    first = bluebook.edit(model, tok, REQS[:2], "alphaedit_blue_dynamic", hparams=_cfg(), apply=True, progress=False)
+    state = first.state
+    before_cp = {l: t.clone() for l, t in state.C_p.items()}
+    weights = _weights(model)
+    second = bluebook.edit(model, tok, REQS[2:], "alphaedit_blue_dynamic", hparams=_cfg(), state=state,
+                           apply=True, progress=False)
+    assert any(not torch.equal(state.C_p[l], before_cp[l]) for l in CRIT if l not in second.layers)
+    second.undo()
+    assert sorted(state.C_p) == sorted(before_cp)
+    assert all(torch.equal(state.C_p[l], before_cp[l]) for l in CRIT)
+    assert all(torch.equal(p, weights[n]) for n, p in model.named_parameters())
+    assert state.n_batches == 1
