@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
 import yaml
 
+from bluebook.metrics.claims import SMALL_SAMPLE
 from bluebook.runs import atomic_write_text, write_json
 
 
@@ -207,7 +209,9 @@ def recorded_claims(stem: str, root: str | Path | None = None) -> dict:
         return {}
     prov = json.loads(pfile.read_text())
     mach = prov.get("machine") or {}
-    where = (f"recorded: {prov.get('profile')} profile, {prov.get('started')}, commit {str(prov.get('commit'))[:10]}, "
+    given = ", ".join(f"{k}={json.dumps(v)}" for k, v in (prov.get("parameters") or {}).items())
+    where = (f"recorded: {prov.get('profile')} profile{' with ' + given if given else ''}, {prov.get('started')}, "
+             f"commit {str(prov.get('commit'))[:10]}, "
              f"{mach.get('cores')} cores {mach.get('cpu')}{' + ' + mach['cuda'] if mach.get('cuda') else ''}, "
              f"{prov.get('wall_s')} s")
     out = {}
@@ -215,6 +219,10 @@ def recorded_claims(stem: str, root: str | Path | None = None) -> dict:
         src = c["live"] if isinstance(c.get("live"), dict) else c      # that run's own measurement
         c = {k: v for k, v in src.items() if k not in ("live", "recorded")}
         c["evidence"] = "recorded"
-        c["note"] = where + (f"; {c['note']}" if c.get("note") else "")
+        own = re.sub(r"^small live sample \(n=\d+\): illustrates the computation, not the paper's effect size(; )?",
+                     "", c.get("note") or "")
+        if c.get("n") is not None and c["n"] < SMALL_SAMPLE:
+            own = f"small sample (n={c['n']}){'; ' + own if own else ''}"
+        c["note"] = where + (f"; {own}" if own else "")
         out[name] = c
     return out

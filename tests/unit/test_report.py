@@ -76,4 +76,11 @@ def test_recorded_claims_from_a_full_profile_run(tmp_path):
     assert {c["evidence"] for c in got.values()} == {"recorded"}
     assert got["a"]["ours"] == live["ours"] and got["a"]["interval"] == live["interval"] and got["a"]["n"] == 90
     assert got["a"]["note"].startswith("recorded: full profile, 2026-12-01 10:00:00 UTC, commit 0123456789")
-    assert "live" not in got["b"] and "small live sample (n=3)" in got["b"]["note"]   # a small run stays labelled
+    # a small run stays labelled as small, but no longer as live
+    assert "live" not in got["b"] and "small sample (n=3)" in got["b"]["note"]
+    assert "small live sample" not in got["b"]["note"] and "small sample" not in got["a"]["note"]
+    # the overrides a run was recorded with are named in every note
+    prov = json.loads((folder / "provenance.json").read_text())
+    (folder / "provenance.json").write_text(json.dumps({**prov, "parameters": {"n_requests": 50}}))
+    got = recorded_claims("04_residual_distribution", tmp_path)
+    assert got["a"]["note"].startswith("recorded: full profile with n_requests=50, 2026-12-01 10:00:00 UTC")
