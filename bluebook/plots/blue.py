@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from bluebook.plots.figure import new_figure
 
@@ -133,6 +134,8 @@ def layers_over_sequence(per_batch: dict[str, list[list[int]]], layers, title: s
         ax.set_yticks(layers, [f"L{l}" for l in layers])
         ax.set_ylim(layers[0] - 0.6, layers[-1] + 0.6)
         ax.set_xlabel("batch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.5, max(len(batches), 1) - 0.5)
         ax.set_title(label, fontsize=9)
     axes[0].set_ylabel("updated layer")
     if title:

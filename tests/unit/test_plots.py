@@ -62,6 +62,8 @@ def _figures():
     yield blue.steps_per_layer(layers, [3.0, 1.0, 0.0], [1.0, 0.5, 0.0], paper={"x": [2.0, 1.0]}, max_steps=5)
     yield blue.method_comparison({"memit": summary, "memit_blue": summary})
     yield blue.changed_weights({"memit": {0: 1.0, 1: 0.5}, "memit_blue": {0: 1.2}})
+    yield blue.choice_gaps({1: {"gap": 0.3, "steps": 2.0}, 2: {"gap": 0.1, "steps": 1.0}}, chosen=1, first=0)
+    yield blue.layers_over_sequence({"fixed": [[0, 2], [0, 2]], "dynamic": [[0, 1], [0, 2]]}, [0, 1, 2])
     yield edits.before_after_bars([{"prompt": "p", "group": "edited", "before": 0.1, "after": 0.9}])
     yield edits.topk_table([{"prompt": "p", "top": [(" a", 0.5), (" b", 0.2)]}])
     yield replication.method_bars({"unedited": summary, "memit": summary, "memit_blue": summary})
@@ -76,7 +78,7 @@ def test_every_figure_is_new_and_untracked(tmp_path):
     for fig in _figures():
         assert isinstance(fig, Figure)
         n += 1
-    assert n == 17
+    assert n == 19
     assert plt.get_fignums() == []          # nothing registered with pyplot
     path = save(locate.ie_curves({"mlp": [0.0, 1.0]}), tmp_path, "curve")
     assert path == tmp_path / "figures" / "curve.png" and path.read_bytes()[:4] == b"\x89PNG"
@@ -92,3 +94,14 @@ def test_plots_import_only_plot_helpers(path):
         if isinstance(node, ast.Import):
             assert not any(a.name.startswith("bluebook") and not a.name.startswith("bluebook.plots")
                            for a in node.names), path.name
+
+
+def test_layers_over_sequence_draws_one_square_per_updated_layer_and_batch():
+    from bluebook.plots import blue
+
+    fig = blue.layers_over_sequence({"fixed": [[4, 8], [4, 8]], "dynamic": [[4, 5], [4, 6], [4, 5]]}, [4, 5, 6, 7, 8])
+    fixed, dynamic = fig.axes
+    pts = sorted(map(tuple, dynamic.collections[0].get_offsets().tolist()))
+    assert pts == [(0, 4), (0, 5), (1, 4), (1, 6), (2, 4), (2, 5)]
+    assert len(fixed.collections[0].get_offsets()) == 4
+    assert [t.get_text() for t in fixed.get_yticklabels()] == ["L4", "L5", "L6", "L7", "L8"]
