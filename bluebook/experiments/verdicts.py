@@ -71,11 +71,12 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
             continue
         k = max(common)
         diffs = pair_differences(run, k, metrics)[base]
+        spent = budget_note(run.folder, base, blue)
         for m, d in diffs.items():
             c = claim(_statement(run.dataset, base, m), d["value"], [d["low"], d["high"]], d["n"],
                       difference_verdict(d["low"], d["high"]),
                       "recorded", f"recorded run {run.folder.name}: paired difference ×100 at {k} edits "
-                      f"of {run.config.get('n')} planned")
+                      f"of {run.config.get('n')} planned" + (f"; {spent}" if spent else ""))
             out[claim_name(run.dataset, base, m)] = c
         ab_blue, ab_base = run.methods[blue].evals[k].get("ability"), run.methods[base].evals[k].get("ability")
         out.update(_ability_claims(run, base, k, ab_blue or {}, ab_base or {}))
@@ -150,6 +151,37 @@ def step_budget(run_folder, methods, budget) -> dict:
                   "per_request": round(sum(totals) / len(totals), 2) if totals else None,
                   "capped": round(capped / count, 3) if count else None}
     return out
+
+
+def run_caps(run_folder, methods) -> dict:
+    """``{method: v* step cap of one optimisation}`` as a replicate run folder resolved it."""
+    import json
+    from pathlib import Path
+
+    out = {}
+    for m in methods:
+        p = Path(run_folder) / m / "progress.json"
+        if p.exists():
+            target = (json.loads(p.read_text()).get("config", {}).get("resolved_config") or {}).get("target") or {}
+            if "steps" in target:
+                out[m] = int(target["steps"])
+    return out
+
+
+def budget_note(run_folder, base: str, blue: str) -> str:
+    """How much v* optimisation each side of a recorded pair had and used, for the claims' notes:
+    the caps per optimisation, the mean total steps per request, and how often each hit its cap."""
+    caps = run_caps(run_folder, (base, blue))
+    if set(caps) != {base, blue}:
+        return ""
+    used = step_budget(run_folder, (base, blue), caps)
+    if set(used) != {base, blue} or used[base]["per_request"] is None or used[blue]["per_request"] is None:
+        return ""
+    rule = ("same cap per optimisation" if caps[blue] == caps[base] else
+            "equal total per request" if caps[base] == 2 * caps[blue] else "caps differ")
+    return (f"v* budget: {rule} (caps {blue} {caps[blue]}, {base} {caps[base]}); over the batches run, "
+            f"steps per request {blue} {used[blue]['per_request']:.1f}, {base} {used[base]['per_request']:.1f}; "
+            f"at the cap {100 * used[blue]['capped']:.0f} % / {100 * used[base]['capped']:.0f} % of optimisations")
 
 
 BUDGET_RULES = ("equal_total", "same_cap")

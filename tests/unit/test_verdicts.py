@@ -85,3 +85,25 @@ def test_budget_hparams_equal_total_per_request():
     assert same["memit"]["target"]["steps"] == same["memit_blue"]["target"]["steps"] == 25
     with pytest.raises(ValueError, match="rule must be one of"):
         verdicts.budget_hparams(["memit"], 25, rule="fair")
+
+
+def test_budget_note_reads_caps_and_steps_from_the_run_files(tmp_path):
+    """Hand case: memit capped at 25 with steps 25, 20 (one at the cap); BLUE capped at 25 per
+    optimisation with (25, 2) and (10, 0) per request: 27 and 10, mean 18.5, one of four at the cap."""
+    import json
+
+    from bluebook.experiments.verdicts import budget_note, run_caps
+
+    def write(m, cap, steps):
+        (tmp_path / m).mkdir()
+        (tmp_path / m / "progress.json").write_text(json.dumps({
+            "config": {"resolved_config": {"target": {"steps": cap}}},
+            "batches": [{"target_steps": steps}]}))
+
+    write("memit", 25, {"8": [25, 20]})
+    write("memit_blue", 25, {"4": [25, 10], "8": [2, 0]})
+    assert run_caps(tmp_path, ["memit", "memit_blue", "absent"]) == {"memit": 25, "memit_blue": 25}
+    note = budget_note(tmp_path, "memit", "memit_blue")
+    assert note.startswith("v* budget: same cap per optimisation (caps memit_blue 25, memit 25)")
+    assert "steps per request memit_blue 18.5, memit 22.5" in note and "at the cap 25 % / 50 %" in note
+    assert budget_note(tmp_path, "alphaedit", "alphaedit_blue") == ""          # nothing recorded: no note
