@@ -29,7 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bluebook.core.methods import METHODS, PAPER_ORDER, parse_method
+from bluebook.core.methods import DYNAMIC_METHODS, METHODS, PAPER_ORDER, parse_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
 from bluebook.editor import SequentialState, edit, prepare_stats, resolve_config
 from bluebook.experiments.sequence import (
@@ -76,7 +76,7 @@ def _jsonable_hparams(h):
 
 def _hparams_for(hparams, method: str):
     """``hparams`` may be one value for every method or ``{method: value}`` (missing: the preset)."""
-    if isinstance(hparams, dict) and hparams and all(k in METHODS for k in hparams):
+    if isinstance(hparams, dict) and hparams and all(k in METHODS or k in DYNAMIC_METHODS for k in hparams):
         return hparams.get(method)
     return hparams
 
