@@ -24,6 +24,22 @@ def list_notebooks(directory: Path | None = None) -> list[Path]:
     return sorted(p for p in d.glob("[0-9][0-9]_*.ipynb"))
 
 
+def profile_parameters(path: Path, profile: str = "ci", parameters: dict | None = None) -> dict:
+    """The papermill parameters a notebook runs with: on ``"full"``, those of
+    ``notebooks/params/full/<stem>.yaml``, then ``parameters`` over them (``"ci"``: the notebook's own
+    defaults, then ``parameters``)."""
+    path = Path(path)
+    params = {}
+    if profile == "full":
+        y = path.parent / "params" / "full" / f"{path.stem}.yaml"
+        if y.exists():
+            params.update(yaml.safe_load(y.read_text()) or {})
+    elif profile != "ci":
+        raise ValueError(f"profile must be 'ci' or 'full', got {profile!r}")
+    params.update(parameters or {})
+    return params
+
+
 def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, profile: str = "ci",
                  timeout: int = 3600, kernel: str = "python3") -> dict:
     """Run one notebook into ``out_dir/<stem>/`` and return its ``metrics.json`` (as a dict).
@@ -35,14 +51,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, prof
     path = Path(path)
     target = Path(out_dir) / path.stem
     target.mkdir(parents=True, exist_ok=True)
-    params = {}
-    if profile == "full":
-        y = path.parent / "params" / "full" / f"{path.stem}.yaml"
-        if y.exists():
-            params.update(yaml.safe_load(y.read_text()) or {})
-    elif profile != "ci":
-        raise ValueError(f"profile must be 'ci' or 'full', got {profile!r}")
-    params.update(parameters or {})
+    params = profile_parameters(path, profile, parameters)
     params["output_dir"] = str(target.resolve())
     pm.execute_notebook(str(path), str(target / path.name), parameters=params, kernel_name=kernel,
                         cwd=str(path.parent), execution_timeout=timeout, progress_bar=False)
@@ -195,7 +204,9 @@ def record_notebook(name: str, root: str | Path | None = None, profile: str = "f
             "commit": commit,
             "started": started, "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "wall_s": round(time.time() - t0, 1), "machine": machine_info(), "profile": profile,
-            "parameters": parameters or {}}
+            "parameters": parameters or {},
+            # everything the run was given beyond the notebook's own defaults (the profile file, then -p)
+            "resolved_parameters": profile_parameters(nb, profile, parameters)}
     return write_json(root / nb.stem / "provenance.json", prov)
 
 

@@ -56,7 +56,7 @@ def test_record_notebook_writes_provenance_and_reads_back(tmp_path):
     prov = json.loads((tmp_path / "09_sequential_curves" / "provenance.json").read_text())
     assert prov["command"].startswith("python -m bluebook record-notebook 09 --profile ci -p results_dir=")
     assert prov["wall_s"] > 0 and prov["machine"]["cores"] >= 1
-    assert prov["parameters"] == {"results_dir": str(COMMITTED)}
+    assert prov["parameters"] == {"results_dir": str(COMMITTED)} == prov["resolved_parameters"]
     m = json.loads((tmp_path / "09_sequential_curves" / "metrics.json").read_text())
     got = recorded_claims("09_sequential_curves", tmp_path)
     assert set(got) == set(m["claims"]) and all(c["evidence"] == "recorded" for c in got.values())

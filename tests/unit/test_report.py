@@ -84,3 +84,23 @@ def test_recorded_claims_from_a_full_profile_run(tmp_path):
     (folder / "provenance.json").write_text(json.dumps({**prov, "parameters": {"n_requests": 50}}))
     got = recorded_claims("04_residual_distribution", tmp_path)
     assert got["a"]["note"].startswith("recorded: full profile with n_requests=50, 2026-12-01 10:00:00 UTC")
+
+
+def test_profile_parameters_are_the_profile_file_then_the_overrides():
+    """What a recorded run was really given: a full profile keeps every value of its file that an
+    override does not replace (06's full profile edits 2,000 records unless told otherwise)."""
+    from pathlib import Path
+
+    import pytest
+    import yaml
+
+    from bluebook.experiments.notebooks import profile_parameters
+
+    nb = Path(__file__).resolve().parents[2] / "notebooks" / "06_blue.ipynb"
+    full = yaml.safe_load((nb.parent / "params" / "full" / "06_blue.yaml").read_text())
+    got = profile_parameters(nb, "full", {"n_steps_requests": 50, "methods": ["memit"]})
+    assert got["n_edits"] == full["n_edits"] and got["batch_size"] == full["batch_size"]
+    assert got["n_steps_requests"] == 50 and got["methods"] == ["memit"]
+    assert profile_parameters(nb, "ci", {"n_edits": 4}) == {"n_edits": 4}
+    with pytest.raises(ValueError, match="profile"):
+        profile_parameters(nb, "gpu")
