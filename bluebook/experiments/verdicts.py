@@ -9,7 +9,7 @@ comparison are combined with :func:`bluebook.metrics.claims.decide`.
 """
 from __future__ import annotations
 
-from bluebook.core.names import is_blue_pair, split_method
+from bluebook.core.names import split_method
 from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
@@ -32,21 +32,30 @@ def blue_vs_base(columns: dict, dataset: str, evidence: str = "live", note: str 
                  metrics=METRICS) -> dict:
     """``columns`` ``{method: {metric: [per-record values in 0..1], "case_id": [...]}}`` →
     ``{claim name: claim}`` for every base method whose BLUE variant is present too."""
+    return _paired_columns(columns, lambda base: (f"{base}_blue", base), dataset, metrics,
+                           lambda base, m: (claim_name(dataset, base, m), _statement(dataset, base, m)),
+                           evidence, note)
+
+
+def _paired_columns(columns: dict, pair, dataset: str, metrics, describe, evidence: str, note: str) -> dict:
+    """For every base method whose pair ``pair(base) = (a, b)`` has both columns: a paired claim
+    ``a − b`` (×100) per metric, named and stated by ``describe(base, metric)``."""
     out = {}
     for name in columns:
         try:
             _, base, _ = split_method(name)
         except ValueError:          # "unedited" and other non-method rows
             continue
-        if not is_blue_pair(name, base) or base not in columns:
+        first, second = pair(base)
+        if name != first or second not in columns:
             continue
-        a, b = columns[name], columns[base]
+        a, b = columns[first], columns[second]
         if a.get("case_id") != b.get("case_id"):
-            raise ValueError(f"{name} and {base} were scored on different records")
+            raise ValueError(f"{first} and {second} were scored on different records")
         for m in metrics:
             if m in a and m in b:
-                out[claim_name(dataset, base, m)] = paired_claim(
-                    _statement(dataset, base, m), a[m], b[m], evidence=evidence, note=note, scale=100.0)
+                key, statement = describe(base, m)
+                out[key] = paired_claim(statement, a[m], b[m], evidence=evidence, note=note, scale=100.0)
     return out
 
 
@@ -226,24 +235,11 @@ def dynamic_vs_fixed(columns: dict, dataset: str, evidence: str = "live", note: 
     """``{claim name: claim}``: ``<base>_blue_dynamic`` − ``<base>_blue`` on the same records (×100,
     paired bootstrap) for every base with both columns. *agrees* means the dynamic choice is better,
     *disagrees* that it is worse, *inconclusive* that the interval covers 0: no better than the boundary."""
-    out = {}
-    for name in columns:
-        try:
-            _, base, _ = split_method(name)
-        except ValueError:
-            continue
-        fixed = f"{base}_blue"
-        if name != f"{base}_blue_dynamic" or fixed not in columns:
-            continue
-        a, b = columns[name], columns[fixed]
-        if a.get("case_id") != b.get("case_id"):
-            raise ValueError(f"{name} and {fixed} were scored on different records")
-        for m in metrics:
-            if m in a and m in b:
-                out[dynamic_claim_name(dataset, base, m)] = paired_claim(
-                    DYNAMIC_QUESTION.format(dyn=name, fixed=fixed, metric=m), a[m], b[m], evidence=evidence,
-                    note=note, scale=100.0)
-    return out
+    return _paired_columns(
+        columns, lambda base: (f"{base}_blue_dynamic", f"{base}_blue"), dataset, metrics,
+        lambda base, m: (dynamic_claim_name(dataset, base, m),
+                         DYNAMIC_QUESTION.format(dyn=f"{base}_blue_dynamic", fixed=f"{base}_blue", metric=m)),
+        evidence, note)
 
 
 def recorded_dynamic_vs_fixed(run, metrics=METRICS) -> dict:
