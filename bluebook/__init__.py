@@ -9,6 +9,9 @@ Public API (everything else lives in submodules)::
     with result:                                                     # applied inside the block
         ...
     result.apply(); result.undo()
+
+A paragraph as ``target_new`` (no ``target_true``) is edited window by window (docs/algorithms.md
+§7.2); ``bluebook.load_longform()`` gives the shipped long-form set.
 """
 from bluebook.core.config import EditConfig, StatsConfig, TargetConfig, load_preset
 from bluebook.core.keys import read_states
@@ -17,6 +20,7 @@ from bluebook.core.presets import preset_for
 from bluebook.core.stats import layer_stats
 from bluebook.core.targets import optimize_targets
 from bluebook.data import EditRequest, load_counterfact, load_zsre, wiki_texts
+from bluebook.data.longform import load_longform
 from bluebook.editor import EditResult, SequentialState, edit
 from bluebook.model.loading import load_model, tiny_model
 from bluebook.model.specs import ModelSpec, spec_for
@@ -25,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "EditConfig", "StatsConfig", "TargetConfig", "load_preset", "preset_for",
-    "EditRequest", "load_counterfact", "load_zsre", "wiki_texts",
+    "EditRequest", "load_counterfact", "load_zsre", "load_longform", "wiki_texts",
     "EditResult", "SequentialState", "edit", "METHODS", "DYNAMIC_METHODS", "PAPER_ORDER", "parse_method",
     "load_model", "tiny_model", "ModelSpec", "spec_for",
     "optimize_targets", "read_states", "layer_stats", "__version__",

@@ -25,6 +25,16 @@ class TargetConfig:
     kl_prompt: str = "{} is a"
     engine: str = "fast"         # "plain": the readable loop; "fast": the batched engine (same result)
     regroup_below: float = 0.75  # fast engine: regroup suffixes when fewer than this share of rows are live
+    # long targets (bluebook.core.longform): window by window, ``window`` tokens each, when the
+    # target is longer than one window ("auto"), for every request ("always") or never ("never")
+    window: int = 40
+    long_form: str = "auto"
+
+    def __post_init__(self):
+        if self.long_form not in ("auto", "always", "never"):
+            raise ValueError(f"target.long_form must be 'auto', 'always' or 'never', got {self.long_form!r}")
+        if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
+            raise ValueError(f"target.window must be a positive integer (tokens), got {self.window!r}")
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,9 @@ class EditConfig:
     stats: StatsConfig = field(default_factory=StatsConfig)
     context_templates: tuple[tuple[str, ...], ...] | None = None   # fixed templates (else sampled, seeded)
     template_seed: int = 0
+    # overrides applied when a batch's targets are long (edited window by window, docs/algorithms.md
+    # §7.2): a preset's ``long_form:`` section, e.g. {"lam": 300, "target": {"window": 16}}
+    long_overrides: dict | None = None
 
     def boundary_layers(self) -> tuple[int, int]:
         if self.blue_layers is not None:
@@ -119,7 +132,7 @@ def load_preset(name: str, method: str | None = None, **overrides) -> EditConfig
     if not path.exists():
         raise FileNotFoundError(f"preset {name!r} not found; available: {available_presets()}")
     raw = yaml.safe_load(path.read_text()) or {}
-    allowed = {"model", "description", "evidence", "base", "variants"}
+    allowed = {"model", "description", "evidence", "base", "variants", "long_form"}
     unknown = set(raw) - allowed
     if unknown:
         raise ValueError(f"{path.name}: unknown top-level key(s) {sorted(unknown)}; allowed {sorted(allowed)}")
@@ -130,8 +143,20 @@ def load_preset(name: str, method: str | None = None, **overrides) -> EditConfig
         for key in (base, name):
             if key in variants:
                 data = _merge(data, variants[key])
+    if raw.get("long_form"):
+        data["long_overrides"] = dict(raw["long_form"])
     data = _merge(data, overrides)
     return _build(EditConfig, data, path.name)
+
+
+def long_form_config(cfg: EditConfig) -> EditConfig:
+    """The configuration a long-target batch runs with: ``cfg`` with its ``long_overrides`` applied."""
+    if not cfg.long_overrides:
+        return cfg
+    over = dict(cfg.long_overrides)
+    if "long_overrides" in over:
+        raise ValueError("long_overrides cannot itself set long_overrides")
+    return with_overrides(cfg, **over, long_overrides=None)
 
 
 def to_dict(cfg) -> dict:

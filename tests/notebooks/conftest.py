@@ -25,7 +25,7 @@ def execute_notebook(stem: str, out_dir: Path, **params) -> dict:
 
 
 #: the notebooks that test claims of the paper and record them in metrics.json
-CLAIM_NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09", "10")
+CLAIM_NOTEBOOKS = ("02", "03", "04", "05", "06", "07", "08", "09", "10", "11")
 
 
 def check_claim_record(stem: str, metrics: dict) -> None:

@@ -1,0 +1,275 @@
+"""Long-form editing runs: one paragraph-long edit at a time, scored against its target.
+
+:func:`run_longform` follows the long-form protocol of the literature: every record is edited on
+its own (one edit per run, the weights restored in between), the edited model's greedy
+continuations of the edit prompt and of a question-style paraphrase are scored against the target
+(:mod:`bluebook.metrics.longform`), and prompts about unrelated subjects measure locality. The
+unedited model's continuations are the "before" row (method ``"none"``).
+
+Rows are appended to ``<out>/rows.jsonl`` as they are computed, one per (record, method); a rerun
+with the same configuration skips the rows already there, so an interrupted run resumes where it
+stopped and ends with the same rows. :func:`summarize_longform` turns the rows into means with
+bootstrap intervals and paired BLUE-minus-base differences.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from bluebook.core.methods import parse_method
+from bluebook.core.names import is_blue_pair, split_method
+from bluebook.editor.loop import edit, prepare_stats, resolve_config
+from bluebook.metrics.intervals import bootstrap_mean, interval, paired_difference
+from bluebook.metrics.longform import (
+    TEXT_METRICS,
+    cosine,
+    embed_texts,
+    greedy_continuations,
+    locality_scores,
+    text_scores,
+)
+from bluebook.runs import append_jsonl, jsonable, write_json
+
+__all__ = ["LONGFORM_METHODS", "SCORED", "run_longform", "read_rows", "read_run", "summarize_longform", "longform_claims"]
+
+LONGFORM_METHODS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue")
+SCORED = (*TEXT_METRICS, "similarity")
+"""Per prompt kind (``prompt``, ``paraphrase``): the text metrics and the embedded-scorer similarity."""
+
+
+def _budget(tok, req, max_new_tokens) -> int:
+    n = len(tok(req.new_text, add_special_tokens=False)["input_ids"])
+    return n if max_new_tokens is None else int(max_new_tokens)
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a ``rows.jsonl`` (a last line cut short by a crash is ignored)."""
+    p = Path(path)
+    if not p.exists():
+        return []
+    rows = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return rows
+
+
+def read_run(folder: str | Path) -> tuple[list[dict], list[dict]]:
+    """The rows and the provenance entries (``invocations.jsonl``) of a recorded run: the folder's own
+    files and those of its sub-folders (one per process, e.g. one per base/BLUE pair). A row repeated
+    across sub-folders (the unedited model's, computed by each process) is kept once."""
+    folder = Path(folder)
+    rows, seen, inv = [], set(), []
+    for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.exists() else []:
+        for r in read_rows(d / "rows.jsonl"):
+            key = (r["case_id"], r["method"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(r)
+        inv += read_rows(d / "invocations.jsonl")
+    rows.sort(key=lambda r: (str(type(r["case_id"])), r["case_id"]))       # stable: methods keep their order
+    return rows, inv
+
+
+def _score_row(model, tok, req, gens: dict, target_emb, before_unrelated) -> dict:
+    """Scores of one row's continuations; the similarity uses ``model`` as it is (the unedited model)."""
+    texts = [gens["prompt"], gens["paraphrase"]]
+    emb = embed_texts(model, tok, texts)
+    sims = cosine(emb, target_emb.expand(len(texts), -1))
+    scores = {}
+    for kind, text, sim in zip(("prompt", "paraphrase"), texts, sims):
+        scores[kind] = {**text_scores(text, req.target_new), "similarity": sim}
+    loc = locality_scores(before_unrelated, gens["unrelated"]) if before_unrelated is not None else None
+    return {"scores": scores, "locality": loc}
+
+
+def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hparams=None,
+                 max_new_tokens: int | None = None, resume: bool = True, progress: bool = True) -> list[dict]:
+    """Edit each long-form request on its own with each method, score it, restore the weights.
+
+    ``requests``: :class:`~bluebook.data.EditRequest` with a paragraph ``target_new``, one
+    ``paraphrase_prompts`` entry and ``neighborhood_prompts`` about unrelated subjects (as
+    :func:`bluebook.data.longform.load_longform` gives). ``hparams``: one value for every method (a
+    dict of overrides, a preset name, an ``EditConfig``) or ``{method: value}``.
+    ``max_new_tokens``: the greedy budget (default: the target's own length in tokens).
+    ``out``: a folder for ``rows.jsonl`` and ``config.json`` (resumed when ``resume``).
+    Returns every row: the unedited model's (``method="none"``) and each method's per record.
+    """
+    from tqdm.auto import tqdm
+
+    methods = [parse_method(m).name for m in methods]
+    requests = list(requests)
+    for r in requests:
+        if len(r.paraphrase_prompts) < 1:
+            raise ValueError(f"request {r.case_id!r}: paraphrase_prompts is empty; long-form runs score one paraphrase")
+    ids = [r.case_id for r in requests]
+    if None in ids or len(set(ids)) != len(ids):
+        raise ValueError("every long-form request needs its own case_id (rows are keyed by it)")
+    hp_of = (lambda m: hparams.get(m)) if isinstance(hparams, dict) and set(hparams) <= set(methods) and hparams \
+        else (lambda m: hparams)
+    config = {"methods": methods, "case_ids": ids, "max_new_tokens": max_new_tokens,
+              "hparams": {m: asdict(resolve_config(model, parse_method(m), hp_of(m))) for m in methods}}
+    config = json.loads(json.dumps(jsonable(config)))
+    rows_path = Path(out) / "rows.jsonl" if out is not None else None
+    done: dict[tuple, dict] = {}
+    if rows_path is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        cfg_path = Path(out) / "config.json"
+        if resume and cfg_path.exists():
+            old = json.loads(cfg_path.read_text())
+            diff = ["max_new_tokens"] if old.get("max_new_tokens") != config["max_new_tokens"] else []
+            diff += [f"hparams of {m}" for m in methods
+                     if m in old.get("hparams", {}) and old["hparams"][m] != config["hparams"][m]]
+            if diff:
+                raise ValueError(f"{cfg_path} was written with other settings ({', '.join(diff)}); use another "
+                                 "folder or resume=False")
+            config["methods"] = list(dict.fromkeys(old.get("methods", []) + methods))
+            config["case_ids"] = list(dict.fromkeys(old.get("case_ids", []) + ids))
+            config["hparams"] = {**old.get("hparams", {}), **config["hparams"]}
+        elif not resume and rows_path.exists():
+            rows_path.unlink()
+        write_json(cfg_path, config)
+        if resume:
+            _drop_partial_line(rows_path)
+            done = {(r["case_id"], r["method"]): r for r in read_rows(rows_path)}
+    for m in methods:                           # statistics from the unedited model, before any edit
+        prepare_stats(model, tok, m, hp_of(m), progress=progress)
+
+    rows = []
+    bar = tqdm(total=len(requests) * (len(methods) + 1), desc="long-form", disable=not progress)
+    for req in requests:
+        budget = _budget(tok, req, max_new_tokens)
+        prompts = [req.text, req.paraphrase_prompts[0], *req.neighborhood_prompts]
+        budgets = [budget, budget] + [budget] * len(req.neighborhood_prompts)
+        target_emb = None
+        before = done.get((req.case_id, "none"))
+        if before is None:
+            t0 = time.perf_counter()
+            g = greedy_continuations(model, tok, prompts, budgets)
+            gens = {"prompt": g[0], "paraphrase": g[1], "unrelated": g[2:]}
+            target_emb = embed_texts(model, tok, [req.target_new])
+            before = {"case_id": req.case_id, "method": "none", "layers": [], "generations": gens,
+                      **_score_row(model, tok, req, gens, target_emb, None), "seconds": time.perf_counter() - t0}
+            _emit(rows_path, before)
+        rows.append(before)
+        bar.update(1)
+        for m in methods:
+            row = done.get((req.case_id, m))
+            if row is None:
+                if target_emb is None:
+                    target_emb = embed_texts(model, tok, [req.target_new])
+                t0 = time.perf_counter()
+                res = edit(model, tok, [req], m, hparams=hp_of(m), progress=False)
+                t_edit = time.perf_counter() - t0
+                with res:                            # applied for the generations, restored after
+                    g = greedy_continuations(model, tok, prompts, budgets)
+                gens = {"prompt": g[0], "paraphrase": g[1], "unrelated": g[2:]}
+                tr = res.targets
+                row = {"case_id": req.case_id, "method": m, "layers": list(res.layers), "generations": gens,
+                       **_score_row(model, tok, req, gens, target_emb, before["generations"]["unrelated"]),
+                       "windows": len(res.diagnostics.get("long_form", {}).get("columns", [])) or 1,
+                       "target_steps": {str(l): list(t.steps) for l, t in tr.items()},
+                       "final_prob": {str(l): [float(p) for p in t.final_prob] for l, t in tr.items()},
+                       "edit_seconds": t_edit, "timings": dict(res.diagnostics["timings"]),
+                       "seconds": time.perf_counter() - t0}
+                _emit(rows_path, row)
+            rows.append(row)
+            bar.update(1)
+    bar.close()
+    return rows
+
+
+def _drop_partial_line(path: Path) -> None:
+    """Cut a last line that a crash left unfinished, so the next row starts on a line of its own."""
+    if not path.exists():
+        return
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        with open(path, "r+b") as fh:
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def _emit(path, row) -> None:
+    if path is not None:
+        append_jsonl(path, row)
+
+
+def _values(rows, method, kind, metric, case_ids):
+    by = {r["case_id"]: r for r in rows if r["method"] == method}
+    out = []
+    for c in case_ids:
+        r = by.get(c)
+        if r is None:
+            out.append(None)
+        elif kind == "locality":
+            out.append(sum(x[metric] for x in r["locality"]) / len(r["locality"]) if r["locality"] else None)
+        else:
+            out.append(r["scores"][kind][metric])
+    return out
+
+
+def _common_ids(rows, methods):
+    sets = [{r["case_id"] for r in rows if r["method"] == m} for m in methods]
+    first = [r["case_id"] for r in rows if r["method"] == methods[0]]
+    common = set.intersection(*sets) if sets else set()
+    return [c for c in dict.fromkeys(first) if c in common]
+
+
+def summarize_longform(rows: list[dict]) -> dict:
+    """Per method: every score's mean with its 95 % interval over the records all methods finished
+    (bootstrap; Wilson for the unchanged-continuation rate), the edit time and the number of records."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    ids = _common_ids(rows, methods)
+    out = {"n_records": len(ids), "methods": {}}
+    for m in methods:
+        d = {}
+        for kind in ("prompt", "paraphrase"):
+            for metric in SCORED:
+                d[f"{kind}.{metric}"] = bootstrap_mean(_values(rows, m, kind, metric, ids)).as_dict()
+        if m != "none":
+            d["locality.rougeL"] = bootstrap_mean(_values(rows, m, "locality", "rougeL", ids)).as_dict()
+            unchanged = [x["unchanged"] for r in rows if r["method"] == m and r["case_id"] in set(ids)
+                         for x in r["locality"]]
+            d["locality.unchanged"] = interval(unchanged).as_dict()
+            secs = [r["edit_seconds"] for r in rows if r["method"] == m and r["case_id"] in set(ids)]
+            d["edit_seconds"] = bootstrap_mean(secs).as_dict()
+        out["methods"][m] = d
+    return out
+
+
+def longform_claims(rows: list[dict], evidence: str = "live", note: str = "") -> dict:
+    """The paper's "BLUE remains effective in long-text editing", per base/BLUE pair present: the
+    paired difference (BLUE − base) of ROUGE-L on the edit prompt and on the paraphrase, over the
+    same records. *Agrees* when BLUE is not worse beyond a margin of 0.02 ROUGE-L — the claim is
+    that BLUE stays effective, not that it wins — *disagrees* when it is clearly worse."""
+    from bluebook.metrics.claims import SMALL_SAMPLE, claim
+
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    claims = {}
+    for blue in methods:
+        if blue == "none":
+            continue
+        _, base, is_b = split_method(blue)
+        if not is_b or base not in methods or not is_blue_pair(blue, base):
+            continue
+        ids = _common_ids(rows, [base, blue])
+        for kind in ("prompt", "paraphrase"):
+            a = _values(rows, blue, kind, "rougeL", ids)
+            b = _values(rows, base, kind, "rougeL", ids)
+            est = paired_difference(a, b)
+            margin = 0.02
+            verdict = ("agrees" if est.low > -margin else "disagrees" if est.high < -margin else "inconclusive")
+            label = note
+            if est.n < SMALL_SAMPLE:
+                tag = (f"small live sample (n={est.n}): illustrates the computation, not the paper's effect size"
+                       if evidence == "live" else f"small sample (n={est.n})")
+                label = f"{tag}; {note}" if note else tag
+            claims[f"{blue}_long_form_{kind}_rougeL"] = claim(
+                f"BLUE remains effective in long-text editing ({base}: BLUE − base ROUGE-L on the "
+                f"{'edit prompt' if kind == 'prompt' else 'paraphrased question'}, not below −{margin})",
+                round(est.value, 6), (est.low, est.high), est.n, verdict, evidence, label)
+    return claims
