@@ -32,7 +32,8 @@ from bluebook.metrics.longform import (
 )
 from bluebook.runs import append_jsonl, jsonable, write_json
 
-__all__ = ["LONGFORM_METHODS", "SCORED", "run_longform", "read_rows", "read_run", "summarize_longform", "longform_claims"]
+__all__ = ["LONGFORM_METHODS", "SCORED", "run_longform", "read_rows", "read_run", "summarize_longform",
+           "longform_claims"]
 
 LONGFORM_METHODS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue")
 SCORED = (*TEXT_METRICS, "similarity")
