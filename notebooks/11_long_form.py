@@ -135,9 +135,14 @@ print("\nedited answer:\n ", after[0][:400])
 print("\nedited answer to the question:\n ", after[1][:400])
 table.style.format("{:.3f}").set_caption("ROUGE-L against the target")
 
+# %% [markdown]
+# The edited model now answers the edit prompt with most of the new paragraph (ROUGE-L of at least
+# 0.5, from about 0.2 unedited). The paraphrased question is another matter: its key tokens are
+# different tokens, so the edit reaches them only as far as their keys resemble the edited ones.
+
 # %%
-assert table.loc["edit prompt", "memit_blue"] > table.loc["edit prompt", "unedited"], \
-    "the edit did not bring the answer closer to the target"
+assert table.loc["edit prompt", "memit_blue"] >= 0.5 > table.loc["edit prompt", "unedited"], \
+    "the edited answer does not reproduce most of the target"
 
 # %% [markdown]
 # ## 3 · The live comparison

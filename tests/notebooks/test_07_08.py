@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-METHODS = ["memit", "memit_blue", "alphaedit", "alphaedit_blue", "rect", "rect_blue"]   # the live defaults
-BASES = ("memit", "alphaedit", "rect")
+METHODS = ["memit", "memit_blue", "alphaedit", "alphaedit_blue"]   # the live defaults
+BASES = ("memit", "alphaedit")
 KEYS = ("efficacy", "generalization", "specificity")
 
 

@@ -26,7 +26,7 @@ def test_11_long_form(tmp_path, cache_dir, run_nb):
     # the first edit: BLUE updated two layers and brought the answer closer to the target
     fe = m["first_edit"]
     assert len(fe["layers"]) == 2 and fe["windows"] >= 2
-    assert fe["rougeL"]["memit_blue"]["edit prompt"] > fe["rougeL"]["unedited"]["edit prompt"]
+    assert fe["rougeL"]["memit_blue"]["edit prompt"] >= 0.5 > fe["rougeL"]["unedited"]["edit prompt"]
     # the CI profile compares none live: the claims are the recorded run's, re-derived from its rows
     assert m["n_live"] == 0 and m["live"] is None
     rows, _ = read_run(folder)
