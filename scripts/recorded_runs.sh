@@ -8,6 +8,9 @@
 #   bash scripts/recorded_runs.sh counterfact   # or zsre
 #   bash scripts/recorded_runs.sh counterfact dynamic   # beyond the paper (notebook 10): the
 #       <base>_blue_dynamic columns, in the same folder, on the same records and batches
+#   bash scripts/recorded_runs.sh counterfact fair      # the same four columns with equal total v*
+#       budgets (--budget equal_total: BLUE 25 + 25 steps per request, its base one 50), in a folder
+#       of their own (<dataset>_n<N>_b100_equal_total)
 #   python -c "from bluebook.experiments.curves import export_run; export_run('RUNS/counterfact_n1000_b100', 'results/sequential/counterfact_n1000_b100')"
 set -euo pipefail
 DATASET=${1:-counterfact}
@@ -20,9 +23,14 @@ case "$DATASET" in
   *) echo "dataset must be counterfact or zsre" >&2; exit 2 ;;
 esac
 OUT=$RUNS/${DATASET}_n${N}_b100
+BUDGET=""
+if [ "$WHAT" = fair ]; then
+  OUT=${OUT}_equal_total
+  BUDGET="--budget equal_total --budget-steps 25"
+fi
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_MININTERVAL=30
-COMMON="replicate --model smollm2-135m --dataset $DATASET --n $N --batch 100 --eval-every 500 $EXTRA --ability suite --probes all --probe-n 100 --out $OUT"
+COMMON="replicate --model smollm2-135m --dataset $DATASET --n $N --batch 100 --eval-every 500 $EXTRA --ability suite --probes all --probe-n 100 $BUDGET --out $OUT"
 if [ "$WHAT" = dynamic ]; then
   nohup $PY -m bluebook $COMMON --methods memit_blue_dynamic > "$OUT.d1.log" 2>&1 &
   nohup $PY -m bluebook $COMMON --methods alphaedit_blue_dynamic > "$OUT.d2.log" 2>&1 &

@@ -67,10 +67,24 @@ def _resources(folder):
     return ConsistencyResources.from_files(d / "attribute_snippets.json", d / "idf.npy", d / "tfidf_vocab.json")
 
 
+def _hparams(args):
+    """``--hparams``, or with ``--budget`` the model's preset with the v* step caps of that budget rule
+    (``bluebook.experiments.verdicts.budget_hparams``: BLUE and its base get the same total per request)."""
+    if not args.budget:
+        return args.hparams
+    if args.hparams is not None:
+        raise SystemExit("error: --budget sets the v* steps of the model's preset; it cannot be combined "
+                         "with --hparams (give per-method target steps in the hparams file instead)")
+    from bluebook.experiments.verdicts import budget_hparams
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    return budget_hparams(methods, args.budget_steps, args.budget)
+
+
 def _replicate(args) -> int:
     try:
         results = replicate(args.model, dataset=args.dataset, methods=args.methods, n=args.n, batch=args.batch,
-                            out=args.out, hparams=args.hparams, device=args.device, generation=args.generation,
+                            out=args.out, hparams=_hparams(args), device=args.device, generation=args.generation,
                             resume=not args.no_resume, progress=not args.quiet, data_path=args.data,
                             load_kwargs={"device_map": args.device_map} if args.device_map else None,
                             seed=args.seed, model_name=args.model, eval_every=args.eval_every,
@@ -117,6 +131,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--probe-n", type=int, default=200, help="examples per probe")
     p.add_argument("--ppl-texts", type=int, default=100, help="held-out texts for perplexity")
     p.add_argument("--known-facts", type=int, default=100, help="known facts (records not edited) to re-check")
+    p.add_argument("--budget", default=None, choices=["equal_total", "same_cap"],
+                   help="v* budget rule for fair BLUE-vs-base runs: equal_total gives BLUE's two optimisations "
+                        "--budget-steps each and the base's one twice that; same_cap gives every optimisation "
+                        "--budget-steps (default: the preset's steps as they are, i.e. same_cap)")
+    p.add_argument("--budget-steps", type=int, default=25, help="with --budget: the steps of one BLUE optimisation")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_replicate)
 

@@ -33,7 +33,7 @@ from bluebook.metrics.longform import (
 from bluebook.runs import append_jsonl, jsonable, write_json
 
 __all__ = ["LONGFORM_METHODS", "SCORED", "run_longform", "read_rows", "read_run", "summarize_longform",
-           "longform_claims"]
+           "longform_claims", "export_longform_run"]
 
 LONGFORM_METHODS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue")
 SCORED = (*TEXT_METRICS, "similarity")
@@ -74,6 +74,36 @@ def read_run(folder: str | Path) -> tuple[list[dict], list[dict]]:
         inv += read_rows(d / "invocations.jsonl")
     rows.sort(key=lambda r: (str(type(r["case_id"])), r["case_id"]))       # stable: methods keep their order
     return rows, inv
+
+
+def export_longform_run(src: str | Path, dst: str | Path, runs_root: str | Path | None = None) -> dict:
+    """Copy a long-form run folder (and its per-process sub-folders) to ``dst`` for committing:
+    ``rows.jsonl``, ``config.json``, ``invocations.jsonl`` (the machine's run-folder path in each
+    command written as ``$RUNS``) and a ``status.json`` saying how far each method got."""
+    import shutil
+
+    src, dst = Path(src), Path(dst)
+    root = str(Path(runs_root) if runs_root is not None else src.parent)
+    folders = [d for d in [src, *sorted(p for p in src.iterdir() if p.is_dir())] if (d / "rows.jsonl").exists()]
+    for d in folders:
+        out = dst / d.relative_to(src)
+        out.mkdir(parents=True, exist_ok=True)
+        _drop_partial_line(d / "rows.jsonl")
+        shutil.copyfile(d / "rows.jsonl", out / "rows.jsonl")
+        if (d / "config.json").exists():
+            shutil.copyfile(d / "config.json", out / "config.json")
+        lines = [json.dumps({**e, "command": e["command"].replace(root, "$RUNS")} if "command" in e else e)
+                 for e in read_rows(d / "invocations.jsonl")]
+        (out / "invocations.jsonl").write_text("".join(line + "\n" for line in lines))
+    rows, inv = read_run(dst)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    status = {"records_done": {m: len({r["case_id"] for r in rows if r["method"] == m}) for m in methods},
+              "records_common": len(_common_ids(rows, methods)) if methods else 0,
+              "edit_hours": {m: round(sum(r.get("seconds", 0.0) for r in rows if r["method"] == m) / 3600, 2)
+                             for m in methods},
+              "sittings": sum(1 for e in inv if e.get("event") == "start")}
+    write_json(dst / "status.json", status)
+    return status
 
 
 def _score_row(model, tok, req, gens: dict, target_emb, before_unrelated) -> dict:

@@ -129,6 +129,23 @@ def test_cli_registers_replicate(tmp_path):
     assert args.func is cli.run_replicate and args.no_resume and args.generation and args.n == 10
 
 
+def test_cli_budget_gives_blue_and_its_base_the_same_total_v_star_steps(tmp_path):
+    import argparse
+    p = argparse.ArgumentParser()
+    sub = p.add_subparsers(dest="cmd")
+    cli.add_cli(sub)
+    args = p.parse_args(["replicate", "--methods", "memit,memit_blue,alphaedit_blue", "--budget", "equal_total",
+                         "--budget-steps", "20", "--out", str(tmp_path)])
+    hp = cli._hparams(args)
+    assert {m: h["target"]["steps"] for m, h in hp.items()} == {"memit": 40, "memit_blue": 20, "alphaedit_blue": 20}
+    args = p.parse_args(["replicate", "--methods", "memit,memit_blue", "--budget", "same_cap", "--out", str(tmp_path)])
+    assert {m: h["target"]["steps"] for m, h in cli._hparams(args).items()} == {"memit": 25, "memit_blue": 25}
+    args = p.parse_args(["replicate", "--budget", "equal_total", "--hparams", "gpt2-xl", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--budget"):
+        cli._hparams(args)
+    assert cli._hparams(p.parse_args(["replicate", "--out", str(tmp_path)])) is None
+
+
 def test_unknown_method_fails_before_work(tmp_path):
     with pytest.raises(ValueError):
         rep.replicate("tiny-llama", methods=["memit", "nope"], n=2, batch=1, out=tmp_path, progress=False)
