@@ -212,6 +212,13 @@ else:
 display_table
 
 # %% [markdown]
+# **Reading the locality panel.** Every record and every unrelated prompt uses the template
+# "Tell me about {}.". So the first window's key token is always the same "." after a different
+# subject, and an edit written there can reach every prompt of that form. The unedited instruct
+# model often answers such a bare prompt with nothing: it stops at once. A change from that empty
+# answer to any text scores ROUGE-L 0, which correctly counts as fully changed.
+
+# %% [markdown]
 # ## 6 · Verdict
 #
 # For each base method and its BLUE variant, the claim is that BLUE loses no more than 0.02
