@@ -150,3 +150,29 @@ def test_unknown_method_fails_before_work(tmp_path):
     with pytest.raises(ValueError):
         rep.replicate("tiny-llama", methods=["memit", "nope"], n=2, batch=1, out=tmp_path, progress=False)
     assert not (tmp_path / "unedited").exists()
+
+
+def test_checkpoint_from_before_a_config_field_existed_resumes_and_a_changed_value_is_refused(
+        tmp_path, cache_dir, requests_, monkeypatch):
+    """A field added later with its default (here the long-form settings) is what an older checkpoint
+    ran with; the same field at a non-default value is a different configuration."""
+    out = tmp_path / "o"
+    monkeypatch.setattr(rep, "edit", _Counter(fail_at=2))        # stopped inside batch 2
+    with pytest.raises(KeyboardInterrupt):
+        _run(out, requests_, methods=METHODS[:1])
+    monkeypatch.setattr(rep, "edit", bluebook.edit)
+    pf = out / METHODS[0] / "progress.json"
+    prog = json.loads(pf.read_text())
+    rc = prog["config"]["resolved_config"]
+    for k in ("window", "long_form"):
+        rc["target"].pop(k)
+    rc.pop("long_overrides")
+    pf.write_text(json.dumps(prog))
+    res, _ = _run(out, requests_, methods=METHODS[:1])
+    assert res["methods"][METHODS[0]]["n_batches"] == 3
+    # a value that differs from the default is still a mismatch
+    prog = json.loads(pf.read_text())
+    prog["config"]["resolved_config"]["target"]["window"] = 8
+    pf.write_text(json.dumps(prog))
+    with pytest.raises(rep.CheckpointMismatch, match="resolved_config"):
+        _run(out, requests_, methods=METHODS[:1])
