@@ -116,7 +116,8 @@ def column_owners(tok, requests, cfg: TargetConfig) -> list[int]:
 
 
 def _window_loss(logits: torch.Tensor, labels: torch.Tensor, first: int, delta, h0, cfg: TargetConfig, dt):
-    """NLL of the window's tokens (predicted from ``first`` on) plus the weight decay; and its probability."""
+    """``(loss, nll, wd)``: the mean NLL of the window's tokens (predicted from position ``first`` on)
+    plus the weight decay ``weight_decay · ‖δ‖ / ‖h‖²``."""
     logp = F.log_softmax(logits.to(dt), -1)
     pos = torch.arange(first, first + len(labels), device=logits.device)
     nll = -logp[pos, labels].mean()
@@ -125,8 +126,9 @@ def _window_loss(logits: torch.Tensor, labels: torch.Tensor, first: int, delta, 
 
 
 def _optimize_window(step_logits, d: int, device, dt, cfg: TargetConfig):
-    """Adam on one window's δ; ``step_logits(delta, record_h0)`` runs the model and returns
-    ``(logits, first, labels, h0)``. Returns ``(δ, h0, steps, traces, step_seconds)``."""
+    """Adam on one window's δ, as the short-target loop: clamp ``‖δ‖ ≤ clamp_norm_factor · ‖h‖`` after
+    each step, stop early once the loss is below ``early_stop``. ``step_logits(delta)`` runs the model
+    with δ added and returns ``(logits, first, labels, h0)``. Returns ``(δ, h0, steps, traces, step_seconds)``."""
     delta = torch.zeros(d, device=device, dtype=dt, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)
     trace = {k: [] for k in ("loss", "nll", "kl", "wd", "prob")}
