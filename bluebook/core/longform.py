@@ -216,8 +216,8 @@ def optimize_long_cached(model, tok, req: EditRequest, layer: int, cfg: TargetCo
                 for at, dj in done:
                     add[0, at] = dj.to(h.dtype)
                 return h + add
-            with torch.no_grad(), edit_output(model, block, add_done):
-                out = model(input_ids=torch.tensor([w.ids[:P]], device=device), use_cache=True)
+            with torch.no_grad(), edit_output(model, block, add_done):     # no LM head: only the cache is kept
+                out = model.base_model(input_ids=torch.tensor([w.ids[:P]], device=device), use_cache=True)
             kv = [(layer.keys.detach(), layer.values.detach()) for layer in returned_cache(out).layers]
         suffix = torch.tensor([w.ids[P:]], device=device)
         positions = torch.arange(P, len(w.ids), device=device)[None]
