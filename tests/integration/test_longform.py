@@ -198,3 +198,22 @@ def test_long_form_run_scores_resumes_to_the_same_rows_and_gives_claims(tiny, ca
     c = claims["memit_blue_long_form_prompt_rougeL"]
     assert c["n"] == 2 and c["verdict"] in ("agrees", "disagrees", "inconclusive") and "small" in c["note"]
     json.dumps(claims)
+
+
+def test_longform_cli_records_provenance_and_a_summary(tmp_path, cache_dir):
+    import json as _json
+
+    from bluebook.experiments.cli import main
+    hp = _json.dumps({"layers": [0, 1, 2], "target": {"steps": 2, "window": 32},
+                      "stats": {"n_samples": 40, "max_len": 64}})
+    out = tmp_path / "lf"
+    assert main(["longform", "--model", "tiny-llama", "--start", "1", "--n", "1", "--methods", "memit,memit_blue",
+                 "--hparams", hp, "--max-new-tokens", "4", "--out", str(out), "--quiet"]) == 0
+    inv = read_rows(out / "invocations.jsonl")
+    assert [e["event"] for e in inv] == ["start", "end"] and inv[1]["status"] == "0" and "commit" in inv[0]
+    rows = read_rows(out / "rows.jsonl")
+    assert [(r["case_id"], r["method"]) for r in rows] == [(1, "none"), (1, "memit"), (1, "memit_blue")]
+    summary = _json.loads((out / "summary.json").read_text())
+    assert summary["summary"]["n_records"] == 1 and set(summary["claims"]) == {
+        "memit_blue_long_form_prompt_rougeL", "memit_blue_long_form_paraphrase_rougeL"}
+    assert all(c["evidence"] == "recorded" and "small sample (n=1)" in c["note"] for c in summary["claims"].values())
