@@ -158,6 +158,11 @@ def run_longform_cli(args) -> int:
     entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
              "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     append_jsonl(out / "invocations.jsonl", {**entry, "event": "start"})
+    import signal
+
+    def _stop(signum, frame):
+        raise SystemExit(128 + signum)           # a kill (SIGTERM) still records the end of the sitting
+    signal.signal(signal.SIGTERM, _stop)
     status = "error"
     try:
         model, tok = load_model(args.model, device=args.device, progress=not args.quiet)
@@ -173,6 +178,9 @@ def run_longform_cli(args) -> int:
                   f"{d['paraphrase.rougeL']['value']:.3f}  (n={summary['n_records']})")
         status = "0"
         return 0
+    except (SystemExit, KeyboardInterrupt) as exc:
+        status = f"stopped ({type(exc).__name__}{' ' + str(exc.code) if isinstance(exc, SystemExit) else ''})"
+        raise
     finally:
         append_jsonl(out / "invocations.jsonl", {"pid": entry["pid"], "event": "end", "status": status,
                                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
