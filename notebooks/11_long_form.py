@@ -50,6 +50,7 @@ live_start = 1                        # the first record of the live comparison 
 window = None                         # tokens per window; None: the preset's long-form setting (16)
 target_steps = None                   # v* steps per window; None: the preset's long-form setting (50)
 max_new_tokens = None                 # greedy budget; None: the target's own length in tokens
+num_threads = 1                       # torch threads; 1 as in the recorded run (0: torch's default), see §2
 results_dir = "../results/longform"
 recorded_run = "longform_wiki"
 seed = 0
@@ -60,6 +61,7 @@ output_dir = "artifacts/11"
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 import bluebook
 from bluebook.core.config import long_form_config
@@ -72,6 +74,8 @@ from bluebook.plots import longform as lf_plots
 from bluebook.plots import show
 
 bluebook.runs.seed_everything(seed)
+if num_threads:
+    torch.set_num_threads(int(num_threads))
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 lm, tok = bluebook.load_model(model_name, device=device, progress=False)
@@ -139,6 +143,13 @@ table.style.format("{:.3f}").set_caption("ROUGE-L against the target")
 # The edited model now answers the edit prompt with most of the new paragraph (ROUGE-L of at least
 # 0.5, from about 0.2 unedited). The paraphrased question is another matter: its key tokens are
 # different tokens, so the edit reaches them only as far as their keys resemble the edited ones.
+#
+# **One edit is fragile.** Greedy decoding follows the argmax, so one token off the target sends
+# every later window's key token elsewhere. The v* optimisations differ in the last bits with
+# the number of threads, and with two torch threads the same edit derailed after five tokens
+# (ROUGE-L under 0.5). With one thread, as in the recorded run, it reproduces the result above on
+# this CPU. What carries the claim is the recorded run's mean over many records (§5), not this
+# single edit.
 
 # %%
 assert table.loc["edit prompt", "memit_blue"] >= 0.5 > table.loc["edit prompt", "unedited"], \
@@ -226,6 +237,12 @@ display_table
 # above −0.02. *Disagrees*: the whole interval is below it. *Inconclusive*: anything else. Where
 # the live sample cannot decide and the recorded run can, the verdict comes from the recorded run
 # and its note says so.
+#
+# **Budgets.** BLUE optimises $v^*$ twice, and each of its optimisations has the same cap as the
+# base method's single one (50 steps per window), so BLUE spends more on its targets. Each note
+# gives the steps used per window and the base's final window probability. A base whose $v^*$
+# ends near probability 1 is limited by how its edit realises the target, not by the budget. An
+# equal-total comparison (the base's cap doubled) has not been recorded.
 
 # %%
 live_claims = longform_claims(live_rows, evidence="live") if live_rows else {}

@@ -272,6 +272,21 @@ def summarize_longform(rows: list[dict]) -> dict:
     return out
 
 
+def _budget_note(rows, base: str, blue: str, ids: set) -> str:
+    """What each method spent on v*: mean steps per window summed over its optimisations, and the
+    base's final window probability (is its single optimisation what limits it?)."""
+    def per_window(m):
+        vals = [sum(s[w] for s in r["target_steps"].values()) for r in rows if r["method"] == m
+                and r["case_id"] in ids and r.get("target_steps") for w in range(r["windows"])]
+        return sum(vals) / len(vals) if vals else float("nan")
+    probs = [p for r in rows if r["method"] == base and r["case_id"] in ids and r.get("final_prob")
+             for p in r["final_prob"][max(r["final_prob"], key=int)]]
+    p = sum(probs) / len(probs) if probs else float("nan")
+    return (f"v* steps per window: {base} {per_window(base):.1f}, {blue} {per_window(blue):.1f} (BLUE optimises "
+            f"twice with the same cap each: not an equal total); {base}'s v* ended at a mean window "
+            f"probability of {p:.2f}")
+
+
 def longform_claims(rows: list[dict], evidence: str = "live", note: str = "") -> dict:
     """The paper's "BLUE remains effective in long-text editing", per base/BLUE pair present: the
     paired difference (BLUE − base) of ROUGE-L on the edit prompt and on the paraphrase, over the
@@ -288,13 +303,14 @@ def longform_claims(rows: list[dict], evidence: str = "live", note: str = "") ->
         if not is_b or base not in methods or not is_blue_pair(blue, base):
             continue
         ids = _common_ids(rows, [base, blue])
+        budget = _budget_note(rows, base, blue, set(ids))
         for kind in ("prompt", "paraphrase"):
             a = _values(rows, blue, kind, "rougeL", ids)
             b = _values(rows, base, kind, "rougeL", ids)
             est = paired_difference(a, b)
             margin = 0.02
             verdict = ("agrees" if est.low > -margin else "disagrees" if est.high < -margin else "inconclusive")
-            label = note
+            label = "; ".join(x for x in (note, budget) if x)
             if est.n < SMALL_SAMPLE:
                 tag = (f"small live sample (n={est.n}): illustrates the computation, not the paper's effect size"
                        if evidence == "live" else f"small sample (n={est.n})")
