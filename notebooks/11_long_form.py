@@ -66,7 +66,7 @@ import torch
 import bluebook
 from bluebook.core.config import long_form_config
 from bluebook.core.longform import target_windows
-from bluebook.editor.loop import resolve_config
+from bluebook.editor.loop import prepare_stats, resolve_config
 from bluebook.experiments.longform import longform_claims, read_run, run_longform, summarize_longform
 from bluebook.metrics.claims import claims_frame, decide
 from bluebook.metrics.longform import greedy_continuations, text_scores
@@ -74,8 +74,6 @@ from bluebook.plots import longform as lf_plots
 from bluebook.plots import show
 
 bluebook.runs.seed_everything(seed)
-if num_threads:
-    torch.set_num_threads(int(num_threads))
 out = Path(output_dir)
 out.mkdir(parents=True, exist_ok=True)
 lm, tok = bluebook.load_model(model_name, device=device, progress=False)
@@ -90,6 +88,10 @@ req = shipped[0]
 records = shipped[live_start:live_start + n_live]
 long_cfg = long_form_config(resolve_config(lm, "memit_blue", hp))
 window = long_cfg.target.window
+for m in sorted({"memit_blue", *methods}):     # layer statistics on all threads, before the edits are pinned
+    prepare_stats(lm, tok, m, hp)
+if num_threads:
+    torch.set_num_threads(int(num_threads))
 print(f"{len(shipped)} records shipped; live comparison: {len(records)} records")
 print(f"long-form settings (preset): window {window} tokens, {long_cfg.target.steps} v* steps, "
       f"clamp {long_cfg.target.clamp_norm_factor}, weight decay {long_cfg.target.weight_decay}, λ {long_cfg.lam}")
