@@ -175,12 +175,11 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
     for req in requests:
         budget = _budget(tok, req, max_new_tokens)
         prompts = [req.text, req.paraphrase_prompts[0], *req.neighborhood_prompts]
-        budgets = [budget, budget] + [budget] * len(req.neighborhood_prompts)
         target_emb = None
         before = done.get((req.case_id, "none"))
         if before is None:
             t0 = time.perf_counter()
-            g = greedy_continuations(model, tok, prompts, budgets)
+            g = greedy_continuations(model, tok, prompts, budget)
             gens = {"prompt": g[0], "paraphrase": g[1], "unrelated": g[2:]}
             target_emb = embed_texts(model, tok, [req.target_new])
             before = {"case_id": req.case_id, "method": "none", "layers": [], "generations": gens,
@@ -197,7 +196,7 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
                 res = edit(model, tok, [req], m, hparams=hp_of(m), progress=False)
                 t_edit = time.perf_counter() - t0
                 with res:                            # applied for the generations, restored after
-                    g = greedy_continuations(model, tok, prompts, budgets)
+                    g = greedy_continuations(model, tok, prompts, budget)
                 gens = {"prompt": g[0], "paraphrase": g[1], "unrelated": g[2:]}
                 tr = res.targets
                 row = {"case_id": req.case_id, "method": m, "layers": list(res.layers), "generations": gens,
