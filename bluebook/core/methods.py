@@ -37,7 +37,8 @@ from bluebook.core.config import EditConfig
 from bluebook.core.distribute import Boundary, Distribution, Dynamic, Even
 from bluebook.core.names import DYNAMIC_METHODS, METHODS, PAPER_ORDER, read_method, split_method  # noqa: F401
 from bluebook.core.objective import target_dtype
-from bluebook.model.specs import math_weight, proj_weight, to_storage
+from bluebook.model.specs import math_weight
+from bluebook.model.weights import add_deltas
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -214,8 +215,8 @@ class Prune:
                 W = math_weight(model, l).detach().to(torch.float64)
                 W0d = W0.to(W.device, torch.float64)
                 d = solvers.prune_restrain(W - W0d, solvers.top_singular_value(W0d))
-                proj_weight(model, l).add_(to_storage(d.to(torch.float32), model, l))
                 applied[l] = d
+            add_deltas(model, {l: d.to(torch.float32) for l, d in applied.items()})   # all or nothing
         state.finalized = True
         return applied
 

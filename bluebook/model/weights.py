@@ -29,10 +29,24 @@ def restore_weights(model, snapshot: dict[int, torch.Tensor]) -> None:
 
 
 def add_deltas(model, deltas: dict[int, torch.Tensor]) -> None:
-    """``W_l ← W_l + Δ_l`` for math-layout updates ``{layer: Δ (d×m)}`` (cast to the weight's layout)."""
+    """``W_l ← W_l + Δ_l`` for math-layout updates ``{layer: Δ (d×m)}`` (cast to the weight's layout).
+
+    All or nothing: every sum is formed first, and if any holds a NaN/inf (a diverged update, or one
+    that overflows a half-precision weight) a ``FloatingPointError`` names the layer and no weight
+    is changed."""
     with torch.no_grad():
+        new = {}
         for l, d in deltas.items():
-            proj_weight(model, l).add_(to_storage(d, model, l))
+            W = proj_weight(model, l)
+            upd = W + to_storage(d, model, l)
+            if not torch.isfinite(upd).all():
+                bad = int((~torch.isfinite(upd)).sum())
+                raise FloatingPointError(
+                    f"layer {l}: W + Δ has {bad} NaN/inf entries in {W.dtype} (max |Δ| = "
+                    f"{float(d.detach().abs().max()):.3g}); no weight was changed")
+            new[l] = upd
+        for l, upd in new.items():
+            proj_weight(model, l).copy_(upd)
 
 
 @contextlib.contextmanager

@@ -368,3 +368,32 @@ def test_a_model_split_across_devices_is_refused():
     with pytest.raises(ValueError, match=r"split across devices: cpu \(e.g. 'layer0.weight'\), cuda:1 "
                                          r"\(e.g. 'layer1.weight'\).*one device"):
         check_materialized(fake("cpu", "cuda:1", "cpu"))
+
+
+@pytest.mark.parametrize("method", ["memit", "memit_blue"])
+def test_update_overflowing_a_half_precision_weight_is_refused_and_nothing_written(monkeypatch, method):
+    """No NaN/inf is ever written into a weight: an update that is finite in float64 but overflows
+    float16 (|W + Δ| > 65504) stops the edit with a FloatingPointError naming the layer, both inside
+    the loop (MEMIT-BLUE adds its first layer's update before the second v*) and when the result is
+    applied, and every weight is bit-identical to before."""
+    import warnings
+
+    from bluebook.model.loading import tiny_model
+
+    model, tok = tiny_model("tiny-gpt2")
+    model = model.to(torch.float16)
+    before = _weights(model)
+    hp = {"layers": [0, 1], "target": {"steps": 2}, "stats": {"n_samples": 20, "max_len": 32},
+          "context_templates": [["{}"]]}
+    reqs = bluebook.load_counterfact(n=2)
+    real = solvers.memit_delta
+
+    def huge(*a, **k):
+        D = real(*a, **k)
+        return D + 1e6 * torch.sign(D)                  # finite in float64, inf once cast to float16
+    monkeypatch.setattr(solvers, "memit_delta", huge)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # the half-precision cast warning
+        with pytest.raises(FloatingPointError, match=r"layer \d: W \+ Δ has \d+ NaN/inf entries in torch.float16"):
+            bluebook.edit(model, tok, reqs, method, hparams=hp, apply=True, progress=False)
+    assert _same(model, before)
