@@ -41,8 +41,8 @@ datasets = ["counterfact", "zsre"]
 # identity at this size), so its rows would repeat MEMIT's; RECT is MEMIT with its update sparsified,
 # and notebook 06 compares it with its BLUE variant live. The full profile (params/full) runs all eight.
 methods = ["memit", "memit_blue", "alphaedit", "alphaedit_blue"]
-n_edits = 6
-batch_size = 3
+n_edits = 4
+batch_size = 2
 target_steps = None        # v* steps per BLUE optimisation; None: the preset's (25, early stop at loss < 0.05)
 budget_rule = "equal_total"  # the base's one optimisation gets 2 × target_steps, so both cap the total per request
 generation = False
@@ -189,7 +189,7 @@ for ds in datasets:
 # holds on the CI settings for every variant on both datasets (unedited CounterFact efficacy is the
 # fraction of prompts where the model already prefers the new object, and zsRE's is the token
 # accuracy of the unedited model — both low). We do **not** assert that BLUE beats its base method:
-# with 6 records and 2 batches the sequential error the paper analyses has barely accumulated, so the
+# with 4 records and 2 batches the sequential error the paper analyses has barely accumulated, so the
 # difference can go either way; the table above reports it as measured.
 
 # %%

@@ -38,8 +38,8 @@ model_name = "smollm2-135m"
 # identity at this size), so its rows would repeat MEMIT's; RECT is MEMIT with its update sparsified,
 # and notebook 06 compares it with its BLUE variant live. The full profile (params/full) runs all eight.
 methods = ["memit", "memit_blue", "alphaedit", "alphaedit_blue"]
-n_edits = 6
-batch_size = 3
+n_edits = 4
+batch_size = 2
 target_steps = None        # v* steps per BLUE optimisation; None: the preset's (25, early stop)
 budget_rule = "equal_total"  # the base's one optimisation gets 2 × target_steps: the same total per request
 num_threads = 0
