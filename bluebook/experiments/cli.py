@@ -15,6 +15,20 @@ from bluebook.metrics.suite import AbilitySuite
 from bluebook.model.loading import load_model, prepare_embedded_model
 
 
+def _count(minimum: int):
+    """An argparse type: an int of at least ``minimum`` (the message names the value given)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
 def _suite(args) -> AbilitySuite | None:
     """The general-ability suite the ``--ability`` options ask for (None with ``--ability none``)."""
     if args.ability == "none":
@@ -65,7 +79,7 @@ def _resources(folder):
     d = Path(folder)
     missing = [f for f in ("attribute_snippets.json", "idf.npy", "tfidf_vocab.json") if not (d / f).exists()]
     if missing:
-        raise SystemExit(f"error: --snippets {folder}: missing {', '.join(missing)}")
+        raise ValueError(f"--snippets {folder}: missing {', '.join(missing)}")
     return ConsistencyResources.from_files(d / "attribute_snippets.json", d / "idf.npy", d / "tfidf_vocab.json")
 
 
@@ -75,7 +89,7 @@ def _hparams(args):
     if not args.budget:
         return args.hparams
     if args.hparams is not None:
-        raise SystemExit("error: --budget sets the v* steps of the model's preset; it cannot be combined "
+        raise ValueError("--budget sets the v* steps of the model's preset; it cannot be combined "
                          "with --hparams (give per-method target steps in the hparams file instead)")
     from bluebook.experiments.verdicts import budget_hparams
 
@@ -108,8 +122,8 @@ def add_cli(subparsers) -> None:
     p.add_argument("--dataset", default="counterfact", choices=["counterfact", "zsre"])
     p.add_argument("--methods", default="memit,memit_blue", help=f"comma-separated, from {', '.join(METHODS)} "
                    "(and, beyond the paper, <base>_blue_dynamic)")
-    p.add_argument("--n", type=int, default=100, help="number of records (the first n)")
-    p.add_argument("--batch", type=int, default=20, help="edits per sequential batch")
+    p.add_argument("--n", type=_count(1), default=100, help="number of records (the first n)")
+    p.add_argument("--batch", type=_count(1), default=20, help="edits per sequential batch")
     p.add_argument("--out", default="replication", help="output folder (checkpoints and results)")
     p.add_argument("--hparams", default=None, help="preset name or YAML path (default: the model's preset)")
     p.add_argument("--device", default="auto")
@@ -118,11 +132,11 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-resume", action="store_true", help="discard existing checkpoints in --out")
     p.add_argument("--data", default=None, help="a full local counterfact/zsre JSON file")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=None,
+    p.add_argument("--eval-every", type=_count(1), default=None,
                    help="also evaluate the records edited so far after every N edits (a multiple of --batch)")
-    p.add_argument("--fluency-records", type=int, default=None,
+    p.add_argument("--fluency-records", type=_count(1), default=None,
                    help="with --generation: fluency from the first N records only (default: all)")
-    p.add_argument("--fluency-prompts", type=int, default=None,
+    p.add_argument("--fluency-prompts", type=_count(1), default=None,
                    help="with --generation: the first K generation prompts of each record (default: all)")
     p.add_argument("--snippets", default=None,
                    help="with --generation: folder with attribute_snippets.json, idf.npy, tfidf_vocab.json "
@@ -130,14 +144,15 @@ def add_cli(subparsers) -> None:
     p.add_argument("--ability", default="none", choices=["none", "suite"],
                    help="general ability before any edit and at every evaluation point")
     p.add_argument("--probes", default="all", help="with --ability suite: classification probes ('all' or names)")
-    p.add_argument("--probe-n", type=int, default=200, help="examples per probe")
-    p.add_argument("--ppl-texts", type=int, default=100, help="held-out texts for perplexity")
-    p.add_argument("--known-facts", type=int, default=100, help="known facts (records not edited) to re-check")
+    p.add_argument("--probe-n", type=_count(1), default=200, help="examples per probe")
+    p.add_argument("--ppl-texts", type=_count(0), default=100, help="held-out texts for perplexity")
+    p.add_argument("--known-facts", type=_count(0), default=100, help="known facts (records not edited) to re-check")
     p.add_argument("--budget", default=None, choices=["equal_total", "same_cap"],
                    help="v* budget rule for fair BLUE-vs-base runs: equal_total gives BLUE's two optimisations "
                         "--budget-steps each and the base's one twice that; same_cap gives every optimisation "
                         "--budget-steps (default: the preset's steps as they are, i.e. same_cap)")
-    p.add_argument("--budget-steps", type=int, default=25, help="with --budget: the steps of one BLUE optimisation")
+    p.add_argument("--budget-steps", type=_count(1), default=25,
+                   help="with --budget: the steps of one BLUE optimisation")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_replicate)
 
@@ -170,7 +185,10 @@ def run_longform_cli(args) -> int:
         model, tok = load_model(args.model, device=args.device, progress=not args.quiet)
         reqs = load_longform(path=args.data)[args.start:]
         reqs = reqs[:args.n] if args.n is not None else reqs
-        hp = json.loads(args.hparams) if args.hparams and args.hparams.lstrip().startswith("{") else args.hparams
+        try:
+            hp = json.loads(args.hparams) if args.hparams and args.hparams.lstrip().startswith("{") else args.hparams
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--hparams {args.hparams!r} is not a valid JSON object ({exc})") from None
         rows = run_longform(model, tok, reqs, [m for m in args.methods.split(",") if m], out=out, hparams=hp,
                             max_new_tokens=args.max_new_tokens, resume=not args.no_resume, progress=not args.quiet)
         summary = summarize_longform(rows)
@@ -195,12 +213,12 @@ def add_longform_cli(subparsers) -> None:
                                                "with ROUGE/BLEU/token F1/similarity (notebook 11)")
     p.add_argument("--model", default="smollm2-135m", help="model name or local folder")
     p.add_argument("--methods", default="memit,memit_blue,alphaedit,alphaedit_blue")
-    p.add_argument("--n", type=int, default=None, help="n records of the set from --start on (default: all)")
-    p.add_argument("--start", type=int, default=0, help="the first record to edit (0-based)")
+    p.add_argument("--n", type=_count(1), default=None, help="n records of the set from --start on (default: all)")
+    p.add_argument("--start", type=_count(0), default=0, help="the first record to edit (0-based)")
     p.add_argument("--data", default=None, help="a local long-form set in the shipped format")
     p.add_argument("--out", default="longform", help="output folder (rows.jsonl, config.json, summary.json)")
     p.add_argument("--hparams", default=None, help="preset name, YAML path, or a JSON object of overrides")
-    p.add_argument("--max-new-tokens", type=int, default=None,
+    p.add_argument("--max-new-tokens", type=_count(1), default=None,
                    help="greedy budget (default: the target's own length in tokens)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-resume", action="store_true", help="discard the rows already in --out")
@@ -260,5 +278,9 @@ def main(argv=None) -> int:
     elif args.cmd == "record-notebook":
         print(record_notebook(args.name, args.root, args.profile, _params(args.param)))
     else:
-        return args.func(args)
+        try:
+            return args.func(args)
+        except (ValueError, OSError) as exc:     # bad input, or an unwritable/full output folder: its message
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return 0

@@ -141,7 +141,7 @@ def test_cli_budget_gives_blue_and_its_base_the_same_total_v_star_steps(tmp_path
     args = p.parse_args(["replicate", "--methods", "memit,memit_blue", "--budget", "same_cap", "--out", str(tmp_path)])
     assert {m: h["target"]["steps"] for m, h in cli._hparams(args).items()} == {"memit": 25, "memit_blue": 25}
     args = p.parse_args(["replicate", "--budget", "equal_total", "--hparams", "gpt2-xl", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit, match="--budget"):
+    with pytest.raises(ValueError, match="--budget"):
         cli._hparams(args)
     assert cli._hparams(p.parse_args(["replicate", "--out", str(tmp_path)])) is None
 
@@ -176,3 +176,45 @@ def test_checkpoint_from_before_a_config_field_existed_resumes_and_a_changed_val
     pf.write_text(json.dumps(prog))
     with pytest.raises(rep.CheckpointMismatch, match="resolved_config"):
         _run(out, requests_, methods=METHODS[:1])
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    """A tiny Llama saved as a local model folder, as a user would pass it to ``--model``."""
+    d = tmp_path_factory.mktemp("tiny-llama-folder")
+    model, tok = tiny_model("tiny-llama")
+    model.save_pretrained(d)
+    tok.save_pretrained(d)
+    return d
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["replicate", "--methods", "memit,memitx"], "unknown method 'memitx'"),
+    (["replicate", "--methods", "memit,memit"], "methods contains duplicates"),
+    (["replicate", "--batch", "0"], "argument --batch: must be at least 1, got 0"),
+    (["replicate", "--n", "ten"], "argument --n: expected an integer, got 'ten'"),
+    (["replicate", "--dataset", "squad"], "argument --dataset: invalid choice: 'squad'"),
+    (["replicate", "--budget", "equal_total", "--hparams", "x.yaml"], "cannot be combined with --hparams"),
+    (["replicate", "--n", "4", "--batch", "2", "--eval-every", "3", "--model", "{tiny}"], "eval_every"),
+    (["replicate", "--n", "2", "--batch", "2", "--model", "{tiny}", "--data", "{missing}"], "{missing}"),
+    (["longform", "--start", "-1"], "argument --start: must be at least 0, got -1"),
+    (["longform", "--model", "{tiny}", "--n", "1", "--hparams", "{lam: 1}"],
+     "--hparams '{lam: 1}' is not a valid JSON"),
+    (["longform", "--model", "{tiny}", "--n", "1", "--methods", "rome"], "unknown method 'rome'"),
+])
+def test_cli_bad_input_is_one_clear_error_line_and_exit_2(tmp_path, tiny_folder, capsys, argv, message):
+    """Bad command-line input ends with exit status 2 and one ``error:`` message that names the
+    option or field and the value given (argparse's own for malformed options), no traceback, and
+    no model edited: the checks run before any edit."""
+    missing = str(tmp_path / "no-such-file.json")
+    argv = [a.replace("{tiny}", str(tiny_folder)).replace("{missing}", missing) for a in argv]
+    message = message.replace("{missing}", missing)
+    out = tmp_path / "out"
+    try:
+        code = cli.main(argv + ["--out", str(out), "--quiet"])
+    except SystemExit as exc:                       # argparse's refusals exit 2 themselves
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err, err
+    assert not list(out.glob("*/progress.json")) and not (out / "rows.jsonl").exists()
