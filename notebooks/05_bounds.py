@@ -27,8 +27,9 @@
 # §10.5; the pure math is in `bluebook.analysis.theory`.
 #
 # **Runtime on the CI profile** (SmolLM2-135M, 4 requests, 8 v* steps, batch sizes 1/2/4, up to 8
-# earlier batches): budgeted at about 4 minutes on 2 free CPU cores, dominated by the 5 v*
-# optimisations (the layer statistics `C` come from the disk cache; a cold cache adds 1–3 minutes).
+# earlier batches in `C_p`, up to 2 applied): 3.1 minutes on 2 idle CPU cores in a fresh-clone
+# `make run` (2026-12-02), dominated by the v* optimisations (the layer statistics `C` come from the
+# disk cache, which `python -m bluebook prepare` fills).
 
 # %% tags=["parameters"]
 model_name = "smollm2-135m"

@@ -26,10 +26,9 @@
 # - read the results next to the paper's Llama3-8B / GPT-J numbers, and see what does and does not
 #   transfer to a 135M-parameter model.
 #
-# **Runtime:** CI defaults (6 records in 2 batches of 3, both datasets, the equal-total v* budget):
-# with all 8 variants this took 13.5 minutes on 2 idle CPU cores (about 30 s per method on
-# CounterFact and 60 s on zsRE, whose edits need more v* steps); the 6 default variants take about
-# three quarters of that. The full profile (`params/full/07_replication.yaml`: 2,000 records in
+# **Runtime:** CI defaults (4 records in 2 batches of 2, both datasets, the equal-total v* budget,
+# MEMIT and AlphaEdit with their BLUE variants): 5.8 minutes on 2 idle CPU cores in a fresh-clone
+# `make run` (2026-12-02); zsRE's edits need more v* steps than CounterFact's. The full profile (`params/full/07_replication.yaml`: 2,000 records in
 # batches of 100 with generation, all 8 variants) is a GPU job of several hours; it is resumable,
 # so rerunning the notebook with the same `output_dir` continues where it stopped.
 

@@ -27,9 +27,9 @@
 # - tell a robust property (perplexity stays finite and close to the unedited value for a few edits)
 #   from a claim that needs the paper's scale (BLUE preserves more).
 #
-# **Runtime:** CI defaults (6 edits in 2 batches of 3 per variant, 32 held-out texts of ≤128 tokens,
-# 64 unrelated records, 40 known facts, the equal-total v* budget): 6.3 minutes with all 8 variants
-# on 2 idle CPU cores; the 6 default variants take about three quarters of that.
+# **Runtime:** CI defaults (4 edits in 2 batches of 2 per variant, 32 held-out texts of ≤128 tokens,
+# 64 unrelated records, 40 known facts, the equal-total v* budget, MEMIT and AlphaEdit with their BLUE
+# variants): 3.5 minutes on 2 idle CPU cores in a fresh-clone `make run` (2026-12-02).
 
 # %% tags=["parameters"]
 model_name = "smollm2-135m"
