@@ -370,8 +370,8 @@ def test_a_model_split_across_devices_is_refused():
         check_materialized(fake("cpu", "cuda:1", "cpu"))
 
 
-@pytest.mark.parametrize("method", ["memit", "memit_blue"])
-def test_update_overflowing_a_half_precision_weight_is_refused_and_nothing_written(monkeypatch, method):
+@pytest.mark.parametrize("method,overflow_at", [("memit", "every"), ("memit_blue", "every"), ("memit", "last")])
+def test_update_overflowing_a_half_precision_weight_is_refused_and_nothing_written(monkeypatch, method, overflow_at):
     """No NaN/inf is ever written into a weight: an update that is finite in float64 but overflows
     float16 (|W + Δ| > 65504) stops the edit with a FloatingPointError naming the layer, both inside
     the loop (MEMIT-BLUE adds its first layer's update before the second v*) and when the result is
@@ -386,10 +386,13 @@ def test_update_overflowing_a_half_precision_weight_is_refused_and_nothing_writt
     hp = {"layers": [0, 1], "target": {"steps": 2}, "stats": {"n_samples": 20, "max_len": 32},
           "context_templates": [["{}"]]}
     reqs = bluebook.load_counterfact(n=2)
-    real = solvers.memit_delta
+    real, calls = solvers.memit_delta, []
 
     def huge(*a, **k):
         D = real(*a, **k)
+        calls.append(1)
+        if overflow_at == "last" and len(calls) < 2:    # only the last layer's update overflows: before
+            return D                                    # the check, apply() wrote it as inf, silently
         return D + 1e6 * torch.sign(D)                  # finite in float64, inf once cast to float16
     monkeypatch.setattr(solvers, "memit_delta", huge)
     with warnings.catch_warnings():
