@@ -38,3 +38,11 @@ def split_method(name) -> tuple[str, str, bool]:
 def is_blue_pair(name: str, base: str) -> bool:
     """Whether ``name`` is the paper's BLUE variant of ``base`` (not the dynamic one)."""
     return name == f"{base}_blue"
+
+
+def for_method(value, method: str):
+    """``value`` is one setting for every method, or a ``{method name: setting}`` mapping (every key
+    a method name); then ``method``'s entry, or ``None`` (its preset) when the mapping omits it."""
+    if isinstance(value, dict) and value and all(k in METHODS or k in DYNAMIC_METHODS for k in value):
+        return value.get(method)
+    return value

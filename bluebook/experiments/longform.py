@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from bluebook.core.methods import parse_method
-from bluebook.core.names import is_blue_pair, split_method
+from bluebook.core.names import for_method, is_blue_pair, split_method
 from bluebook.editor.loop import edit, prepare_stats, resolve_config
 from bluebook.metrics.intervals import bootstrap_mean, interval, paired_difference
 from bluebook.metrics.longform import (
@@ -140,8 +140,8 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
     ids = [r.case_id for r in requests]
     if None in ids or len(set(ids)) != len(ids):
         raise ValueError("every long-form request needs its own case_id (rows are keyed by it)")
-    hp_of = (lambda m: hparams.get(m)) if isinstance(hparams, dict) and set(hparams) <= set(methods) and hparams \
-        else (lambda m: hparams)
+    def hp_of(m):                                # one value for every method, or {method: value}
+        return for_method(hparams, m)
     config = {"methods": methods, "case_ids": ids, "max_new_tokens": max_new_tokens,
               "hparams": {m: asdict(resolve_config(model, parse_method(m), hp_of(m))) for m in methods}}
     config = json.loads(json.dumps(jsonable(config)))

@@ -30,7 +30,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bluebook.core.config import EditConfig
-from bluebook.core.methods import DYNAMIC_METHODS, METHODS, PAPER_ORDER, parse_method
+from bluebook.core.methods import PAPER_ORDER, parse_method
+from bluebook.core.names import for_method
 from bluebook.data import as_requests, load_counterfact, load_zsre
 from bluebook.editor import SequentialState, edit, prepare_stats, resolve_config
 from bluebook.experiments.sequence import (
@@ -73,13 +74,6 @@ def _jsonable_hparams(h):
     if is_dataclass(h):
         return _jsonable_hparams(asdict(h))
     return repr(h)
-
-
-def _hparams_for(hparams, method: str):
-    """``hparams`` may be one value for every method or ``{method: value}`` (missing: the preset)."""
-    if isinstance(hparams, dict) and hparams and all(k in METHODS or k in DYNAMIC_METHODS for k in hparams):
-        return hparams.get(method)
-    return hparams
 
 
 def _resolved(model, method: str, hp):
@@ -340,7 +334,7 @@ def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit
                 ability_ref = {"config": ability.config(), **ability.prepare(model, tok, case_ids)}
                 write_json(ref_file, ability_ref)
         for method in methods:
-            hp = _hparams_for(hparams, method)
+            hp = for_method(hparams, method)
             cfg = {**base_cfg, "method": method, "hparams": _jsonable_hparams(hp),
                    "resolved_config": _resolved(model, method, hp)}
             got = _run_method(model, tok, method, reqs, int(batch), hp, out / method, cfg, originals, resume,

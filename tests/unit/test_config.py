@@ -67,3 +67,18 @@ def test_preset_chosen_from_architecture_not_name(tmp_path):
         config = LlamaConfig(num_hidden_layers=30, hidden_size=576, intermediate_size=1536,
                              num_attention_heads=9, num_key_value_heads=3)
     assert preset_name(Fake()) == "smollm2-135m"
+
+
+def test_for_method_reads_one_value_or_a_per_method_mapping():
+    """One value is everyone's; a mapping keyed by method names gives each its own entry and None
+    (the preset) to a method it omits; a mapping of hyperparameters is one value for all."""
+    from bluebook.core.names import for_method
+    assert for_method(None, "memit") is None
+    assert for_method("gpt2-xl", "memit_blue") == "gpt2-xl"
+    per = {"memit": {"lam": 1.0}, "alphaedit_blue_dynamic": {"lam": 2.0}}
+    assert for_method(per, "memit") == {"lam": 1.0}
+    assert for_method(per, "alphaedit_blue_dynamic") == {"lam": 2.0}
+    assert for_method(per, "memit_blue") is None
+    shared = {"lam": 3.0, "target": {"steps": 5}}
+    assert for_method(shared, "rect") is shared
+    assert for_method({}, "memit") == {}
