@@ -166,6 +166,7 @@ def run_longform_cli(args) -> int:
 
     from bluebook.data.longform import load_longform
     from bluebook.experiments.longform import longform_claims, run_longform, summarize_longform
+    from bluebook.experiments.verdicts import budget_hparams
     from bluebook.model.loading import load_model
     from bluebook.runs import append_jsonl, machine_info, source_commit, write_json
 
@@ -189,6 +190,11 @@ def run_longform_cli(args) -> int:
             hp = json.loads(args.hparams) if args.hparams and args.hparams.lstrip().startswith("{") else args.hparams
         except json.JSONDecodeError as exc:
             raise ValueError(f"--hparams {args.hparams!r} is not a valid JSON object ({exc})") from None
+        if args.budget:                          # the step caps of the rule, over the JSON overrides if any
+            if hp is not None and not isinstance(hp, dict):
+                raise ValueError(f"--budget combines only with a JSON object of overrides in --hparams, got {hp!r}")
+            hp = budget_hparams([m for m in args.methods.split(",") if m], args.budget_steps, args.budget,
+                                overrides=hp)
         rows = run_longform(model, tok, reqs, [m for m in args.methods.split(",") if m], out=out, hparams=hp,
                             max_new_tokens=args.max_new_tokens, resume=not args.no_resume, progress=not args.quiet)
         summary = summarize_longform(rows)
@@ -220,6 +226,12 @@ def add_longform_cli(subparsers) -> None:
     p.add_argument("--hparams", default=None, help="preset name, YAML path, or a JSON object of overrides")
     p.add_argument("--max-new-tokens", type=_count(1), default=None,
                    help="greedy budget (default: the target's own length in tokens)")
+    p.add_argument("--budget", default=None, choices=["equal_total", "same_cap"],
+                   help="v* budget rule per window: equal_total gives each of BLUE's two optimisations "
+                        "--budget-steps and the base's one twice that; same_cap gives every optimisation "
+                        "--budget-steps (default: the preset's long-form steps for all, i.e. same_cap)")
+    p.add_argument("--budget-steps", type=_count(1), default=25,
+                   help="with --budget: the steps of one BLUE optimisation per window")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-resume", action="store_true", help="discard the rows already in --out")
     p.add_argument("--quiet", action="store_true")

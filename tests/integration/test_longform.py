@@ -217,3 +217,29 @@ def test_longform_cli_records_provenance_and_a_summary(tmp_path, cache_dir):
     assert summary["summary"]["n_records"] == 1 and set(summary["claims"]) == {
         "memit_blue_long_form_prompt_rougeL", "memit_blue_long_form_paraphrase_rougeL"}
     assert all(c["evidence"] == "recorded" and "small sample (n=1)" in c["note"] for c in summary["claims"].values())
+
+
+def test_longform_cli_budget_gives_blue_half_the_per_window_steps_of_its_base(tmp_path, cache_dir):
+    """``--budget equal_total --budget-steps S``: each of BLUE's two optimisations per window is
+    capped at S and the base's single one at 2·S (the same total), on top of the JSON overrides;
+    the run's config.json records the resolved caps and every step count stays within them."""
+    import json as _json
+
+    from bluebook.experiments.cli import main
+    hp = _json.dumps({"layers": [0, 1, 2], "target": {"steps": 9, "window": 32},
+                      "stats": {"n_samples": 40, "max_len": 64}})
+    out = tmp_path / "lf"
+    assert main(["longform", "--model", "tiny-llama", "--start", "1", "--n", "1", "--methods", "memit,memit_blue",
+                 "--hparams", hp, "--budget", "equal_total", "--budget-steps", "2", "--max-new-tokens", "4",
+                 "--out", str(out), "--quiet"]) == 0
+    cfg = _json.loads((out / "config.json").read_text())["hparams"]
+    assert cfg["memit"]["target"]["steps"] == 4 and cfg["memit_blue"]["target"]["steps"] == 2
+    assert cfg["memit"]["target"]["window"] == cfg["memit_blue"]["target"]["window"] == 32   # overrides kept
+    rows = {r["method"]: r for r in read_rows(out / "rows.jsonl")}
+    assert set(rows) == {"none", "memit", "memit_blue"}
+    for m, cap in (("memit", 4), ("memit_blue", 2)):
+        steps = [s for per_layer in rows[m]["target_steps"].values() for s in per_layer]
+        assert steps and max(steps) <= cap, (m, rows[m]["target_steps"])
+    assert len(rows["memit_blue"]["target_steps"]) == 2 and len(rows["memit"]["target_steps"]) == 1
+    assert main(["longform", "--model", "tiny-llama", "--hparams", "gpt2-xl", "--budget", "equal_total",
+                 "--out", str(tmp_path / "x"), "--quiet"]) == 2
