@@ -29,6 +29,16 @@ def _count(minimum: int):
     return parse
 
 
+def _add_budget_options(p, unit: str) -> None:
+    """``--budget`` and ``--budget-steps`` (``unit``: what one optimisation covers, e.g. " per window")."""
+    p.add_argument("--budget", default=None, choices=["equal_total", "same_cap"],
+                   help=f"v* budget rule for fair BLUE-vs-base runs{unit}: equal_total gives each of BLUE's two "
+                        "optimisations --budget-steps and the base's one twice that; same_cap gives every "
+                        "optimisation --budget-steps (default: the preset's steps as they are, i.e. same_cap)")
+    p.add_argument("--budget-steps", type=_count(1), default=25,
+                   help=f"with --budget: the steps of one BLUE optimisation{unit}")
+
+
 def _suite(args) -> AbilitySuite | None:
     """The general-ability suite the ``--ability`` options ask for (None with ``--ability none``)."""
     if args.ability == "none":
@@ -147,12 +157,7 @@ def add_cli(subparsers) -> None:
     p.add_argument("--probe-n", type=_count(1), default=200, help="examples per probe")
     p.add_argument("--ppl-texts", type=_count(0), default=100, help="held-out texts for perplexity")
     p.add_argument("--known-facts", type=_count(0), default=100, help="known facts (records not edited) to re-check")
-    p.add_argument("--budget", default=None, choices=["equal_total", "same_cap"],
-                   help="v* budget rule for fair BLUE-vs-base runs: equal_total gives BLUE's two optimisations "
-                        "--budget-steps each and the base's one twice that; same_cap gives every optimisation "
-                        "--budget-steps (default: the preset's steps as they are, i.e. same_cap)")
-    p.add_argument("--budget-steps", type=_count(1), default=25,
-                   help="with --budget: the steps of one BLUE optimisation")
+    _add_budget_options(p, "")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run_replicate)
 
@@ -226,12 +231,7 @@ def add_longform_cli(subparsers) -> None:
     p.add_argument("--hparams", default=None, help="preset name, YAML path, or a JSON object of overrides")
     p.add_argument("--max-new-tokens", type=_count(1), default=None,
                    help="greedy budget (default: the target's own length in tokens)")
-    p.add_argument("--budget", default=None, choices=["equal_total", "same_cap"],
-                   help="v* budget rule per window: equal_total gives each of BLUE's two optimisations "
-                        "--budget-steps and the base's one twice that; same_cap gives every optimisation "
-                        "--budget-steps (default: the preset's long-form steps for all, i.e. same_cap)")
-    p.add_argument("--budget-steps", type=_count(1), default=25,
-                   help="with --budget: the steps of one BLUE optimisation per window")
+    _add_budget_options(p, " per window")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-resume", action="store_true", help="discard the rows already in --out")
     p.add_argument("--quiet", action="store_true")
