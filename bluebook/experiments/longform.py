@@ -140,10 +140,8 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
     ids = [r.case_id for r in requests]
     if None in ids or len(set(ids)) != len(ids):
         raise ValueError("every long-form request needs its own case_id (rows are keyed by it)")
-    def hp_of(m):                                # one value for every method, or {method: value}
-        return for_method(hparams, m)
     config = {"methods": methods, "case_ids": ids, "max_new_tokens": max_new_tokens,
-              "hparams": {m: asdict(resolve_config(model, parse_method(m), hp_of(m))) for m in methods}}
+              "hparams": {m: asdict(resolve_config(model, parse_method(m), for_method(hparams, m))) for m in methods}}
     config = json.loads(json.dumps(jsonable(config)))
     rows_path = Path(out) / "rows.jsonl" if out is not None else None
     done: dict[tuple, dict] = {}
@@ -168,7 +166,7 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
             _drop_partial_line(rows_path)
             done = {(r["case_id"], r["method"]): r for r in read_rows(rows_path)}
     for m in methods:                           # statistics from the unedited model, before any edit
-        prepare_stats(model, tok, m, hp_of(m), progress=progress)
+        prepare_stats(model, tok, m, for_method(hparams, m), progress=progress)
 
     rows = []
     bar = tqdm(total=len(requests) * (len(methods) + 1), desc="long-form", disable=not progress)
@@ -193,7 +191,7 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
                 if target_emb is None:
                     target_emb = embed_texts(model, tok, [req.target_new])
                 t0 = time.perf_counter()
-                res = edit(model, tok, [req], m, hparams=hp_of(m), progress=False)
+                res = edit(model, tok, [req], m, hparams=for_method(hparams, m), progress=False)
                 t_edit = time.perf_counter() - t0
                 with res:                            # applied for the generations, restored after
                     g = greedy_continuations(model, tok, prompts, budget)
@@ -282,8 +280,8 @@ def _budget_note(rows, base: str, blue: str, ids: set) -> str:
              for p in r["final_prob"][max(r["final_prob"], key=int)]]
     p = sum(probs) / len(probs) if probs else float("nan")
     return (f"v* steps per window: {base} {per_window(base):.1f}, {blue} {per_window(blue):.1f} (BLUE optimises "
-            f"twice with the same cap each: not an equal total); {base}'s v* ended at a mean window "
-            f"probability of {p:.2f}")
+            f"twice per window; each method's step cap is in the run's config.json); {base}'s v* ended at a "
+            f"mean window probability of {p:.2f}")
 
 
 def longform_claims(rows: list[dict], evidence: str = "live", note: str = "") -> dict:
