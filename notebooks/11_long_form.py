@@ -53,6 +53,7 @@ max_new_tokens = None                 # greedy budget; None: the target's own le
 num_threads = 1                       # torch threads; 1 as in the recorded run (0: torch's default), see §2
 results_dir = "../results/longform"
 recorded_run = "longform_wiki"
+budget_run = "longform_wiki_equal_total"   # the same comparison at an equal total v* budget (§5b)
 seed = 0
 device = "auto"
 output_dir = "artifacts/11"
@@ -225,6 +226,34 @@ else:
 display_table
 
 # %% [markdown]
+# ## 5b · The same comparison at an equal $v^*$ budget
+#
+# The run of §5 gives every $v^*$ optimisation the same cap, so BLUE, which optimises twice per
+# window, may spend twice its base's steps. This run removes that advantage:
+# `python -m bluebook longform --start 1 --methods memit,memit_blue --budget equal_total
+# --budget-steps 25` caps each of BLUE's two optimisations at 25 steps per window and the base's
+# single one at 50, the same total. Each claim's note gives the caps from the rows and the steps
+# actually used. Its claims carry the suffix `_equal_total`.
+
+# %%
+budget_folder = Path(results_dir) / budget_run
+eq_rows, eq_provenance = read_run(budget_folder)
+budget_summary, budget_claims = None, {}
+if eq_rows:
+    budget_summary = summarize_longform(eq_rows)
+    budget_claims = {f"{k}_equal_total": c for k, c in longform_claims(eq_rows, evidence="recorded").items()}
+    show(lf_plots.score_bars(budget_summary, title=f"recorded, equal total v* budget, "
+                                                   f"n={budget_summary['n_records']} records"), out, "scores_equal_total")
+    for e in eq_provenance:
+        if e.get("event") == "start":
+            print("recorded with:", e["command"], "| commit", e["commit"], "|", e["started"])
+    budget_table = claims_frame(budget_claims)[["ours", "low", "high", "n", "verdict", "note"]]
+else:
+    print(f"equal-budget run: nothing recorded under {budget_folder}")
+    budget_table = None
+budget_table
+
+# %% [markdown]
 # **Reading the locality panel.** Every record and every unrelated prompt uses the template
 # "Tell me about {}.". So the first window's key token is always the same "." after a different
 # subject, and an edit written there can reach every prompt of that form. The unedited instruct
@@ -242,13 +271,15 @@ display_table
 #
 # **Budgets.** BLUE optimises $v^*$ twice, and each of its optimisations has the same cap as the
 # base method's single one (50 steps per window), so BLUE spends more on its targets. Each note
-# gives the steps used per window and the base's final window probability. A base whose $v^*$
-# ends near probability 1 is limited by how its edit realises the target, not by the budget. An
-# equal-total comparison (the base's cap doubled) has not been recorded.
+# gives the caps, the steps used per window and the base's final window probability. A base whose
+# $v^*$ ends near probability 1 is limited by how its edit realises the target, not by the budget.
+# The `_equal_total` claims of §5b are the comparison at the same total budget: where the two
+# disagree, the budget, not the residual rule, made the difference.
 
 # %%
 live_claims = longform_claims(live_rows, evidence="live") if live_rows else {}
 claims = {k: decide(live_claims.get(k), recorded_claims.get(k)) for k in {**recorded_claims, **live_claims}}
+claims.update(budget_claims)
 claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 
 # %%
@@ -256,5 +287,6 @@ bluebook.runs.write_metrics(out, {
     "model": model_name, "window": window, "n_live": len(records), "methods": methods,
     "first_edit": {"layers": list(res.layers), "windows": len(ws), "rougeL": table.to_dict()},
     "live": live, "recorded": recorded_summary, "recorded_rows": len(rec_rows),
+    "equal_total": budget_summary, "equal_total_rows": len(eq_rows),
     "claims": claims,
 })

@@ -18,9 +18,11 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from bluebook.core.config import EditConfig, long_form_config, with_overrides
 from bluebook.core.methods import parse_method
 from bluebook.core.names import for_method, is_blue_pair, split_method
 from bluebook.editor.loop import edit, prepare_stats, resolve_config
+from bluebook.experiments.verdicts import budget_rule
 from bluebook.metrics.intervals import bootstrap_mean, interval, paired_difference
 from bluebook.metrics.longform import (
     TEXT_METRICS,
@@ -66,14 +68,30 @@ def read_run(folder: str | Path) -> tuple[list[dict], list[dict]]:
     folder = Path(folder)
     rows, seen, inv = [], set(), []
     for d in [folder, *sorted(p for p in folder.iterdir() if p.is_dir())] if folder.exists() else []:
+        caps = _config_caps(d / "config.json")
         for r in read_rows(d / "rows.jsonl"):
             key = (r["case_id"], r["method"])
             if key not in seen:
                 seen.add(key)
+                if r["method"] != "none" and "steps_cap" not in r and r["method"] in caps:
+                    # rows written before rows carried their cap: the one their edit ran with
+                    r["steps_cap"] = caps[r["method"]][1 if r.get("windows", 1) > 1 else 0]
                 rows.append(r)
         inv += read_rows(d / "invocations.jsonl")
     rows.sort(key=lambda r: (str(type(r["case_id"])), r["case_id"]))       # stable: methods keep their order
     return rows, inv
+
+
+def _config_caps(path: Path) -> dict:
+    """``{method: (cap of a short target, cap of a long one)}``, the v* step cap of one optimisation
+    from a long-form run's ``config.json`` (a long target runs with :func:`long_form_config`)."""
+    if not path.exists():
+        return {}
+    out = {}
+    for m, h in json.loads(path.read_text()).get("hparams", {}).items():
+        cfg = with_overrides(EditConfig(), **h)
+        out[m] = (cfg.target.steps, long_form_config(cfg).target.steps)
+    return out
 
 
 def export_longform_run(src: str | Path, dst: str | Path, runs_root: str | Path | None = None) -> dict:
@@ -200,6 +218,7 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
                 row = {"case_id": req.case_id, "method": m, "layers": list(res.layers), "generations": gens,
                        **_score_row(model, tok, req, gens, target_emb, before["generations"]["unrelated"]),
                        "windows": len(res.diagnostics.get("long_form", {}).get("columns", [])) or 1,
+                       "steps_cap": res.diagnostics["config"].target.steps,   # the cap it ran with
                        "target_steps": {str(l): list(t.steps) for l, t in tr.items()},
                        "final_prob": {str(l): [float(p) for p in t.final_prob] for l, t in tr.items()},
                        "edit_seconds": t_edit, "timings": dict(res.diagnostics["timings"]),
@@ -276,11 +295,18 @@ def _budget_note(rows, base: str, blue: str, ids: set) -> str:
         vals = [sum(s[w] for s in r["target_steps"].values()) for r in rows if r["method"] == m
                 and r["case_id"] in ids and r.get("target_steps") for w in range(r["windows"])]
         return sum(vals) / len(vals) if vals else float("nan")
+    def cap(m):
+        caps = {r.get("steps_cap") for r in rows if r["method"] == m and r["case_id"] in ids}
+        return caps.pop() if len(caps) == 1 else None
+
     probs = [p for r in rows if r["method"] == base and r["case_id"] in ids and r.get("final_prob")
              for p in r["final_prob"][max(r["final_prob"], key=int)]]
     p = sum(probs) / len(probs) if probs else float("nan")
-    return (f"v* steps per window: {base} {per_window(base):.1f}, {blue} {per_window(blue):.1f} (BLUE optimises "
-            f"twice per window; each method's step cap is in the run's config.json); {base}'s v* ended at a "
+    cb, cu = cap(base), cap(blue)
+    rule = ("step caps not recorded with every row" if cb is None or cu is None
+            else f"{budget_rule(cb, cu, 'window')}: caps {blue} {cu}, {base} {cb}")
+    return (f"v* budget: {rule}; steps used per window: {base} {per_window(base):.1f}, {blue} "
+            f"{per_window(blue):.1f} (BLUE optimises twice per window); {base}'s v* ended at a "
             f"mean window probability of {p:.2f}")
 
 
@@ -311,7 +337,7 @@ def longform_claims(rows: list[dict], evidence: str = "live", note: str = "") ->
             if est.n < SMALL_SAMPLE:
                 tag = (f"small live sample (n={est.n}): illustrates the computation, not the paper's effect size"
                        if evidence == "live" else f"small sample (n={est.n})")
-                label = f"{tag}; {note}" if note else tag
+                label = "; ".join(x for x in (tag, note, budget) if x)
             claims[f"{blue}_long_form_{kind}_rougeL"] = claim(
                 f"BLUE remains effective in long-text editing ({base}: BLUE − base ROUGE-L on the "
                 f"{'edit prompt' if kind == 'prompt' else 'paraphrased question'}, not below −{margin})",

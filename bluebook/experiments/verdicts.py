@@ -177,6 +177,13 @@ def run_caps(run_folder, methods) -> dict:
     return out
 
 
+def budget_rule(base_cap: int, blue_cap: int, per: str = "request") -> str:
+    """Which budget rule a base/BLUE pair's step caps of one optimisation amount to (BLUE optimises
+    twice per ``per``, its base once)."""
+    return ("same cap per optimisation" if base_cap == blue_cap else
+            f"equal total per {per}" if base_cap == 2 * blue_cap else "caps differ")
+
+
 def budget_note(run_folder, base: str, blue: str) -> str:
     """How much v* optimisation each side of a recorded pair had and used, for the claims' notes:
     the caps per optimisation, the mean total steps per request, and how often each hit its cap."""
@@ -186,8 +193,7 @@ def budget_note(run_folder, base: str, blue: str) -> str:
     used = step_budget(run_folder, (base, blue), caps)
     if set(used) != {base, blue} or used[base]["per_request"] is None or used[blue]["per_request"] is None:
         return ""
-    rule = ("same cap per optimisation" if caps[blue] == caps[base] else
-            "equal total per request" if caps[base] == 2 * caps[blue] else "caps differ")
+    rule = budget_rule(caps[base], caps[blue])
     return (f"v* budget: {rule} (caps {blue} {caps[blue]}, {base} {caps[base]}); over the batches run, "
             f"steps per request {blue} {used[blue]['per_request']:.1f}, {base} {used[base]['per_request']:.1f}; "
             f"at the cap {100 * used[blue]['capped']:.0f} % / {100 * used[base]['capped']:.0f} % of optimisations")

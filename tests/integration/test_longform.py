@@ -13,7 +13,7 @@ from bluebook.core.longform import (
     read_long_states,
     target_windows,
 )
-from bluebook.experiments.longform import longform_claims, read_rows, run_longform, summarize_longform
+from bluebook.experiments.longform import longform_claims, read_rows, read_run, run_longform, summarize_longform
 
 LONG = ("was founded by a group of sailors in the year of the storm. It grew into a market town and later "
         "a city of bridges, famous for its glass, its music and its long winter fairs. Today it is known for "
@@ -86,6 +86,7 @@ def test_long_edit_updates_the_method_layers_one_column_per_window_and_restores(
     n_win = len(target_windows(tok, REQ, WINDOW))
     assert len(res.layers) == n_layers
     assert res.diagnostics["long_form"] == {"window": WINDOW, "columns": [0] * n_win}
+    assert res.diagnostics["config"].target.steps == 6           # the configuration the long edit ran with
     assert all(k.shape[1] == n_win for k in res.keys.values())
     with res:
         changed = [n for n, p in model.named_parameters() if not torch.equal(p, before[n])]
@@ -241,5 +242,16 @@ def test_longform_cli_budget_gives_blue_half_the_per_window_steps_of_its_base(tm
         steps = [s for per_layer in rows[m]["target_steps"].values() for s in per_layer]
         assert steps and max(steps) <= cap, (m, rows[m]["target_steps"])
     assert len(rows["memit_blue"]["target_steps"]) == 2 and len(rows["memit"]["target_steps"]) == 1
+    assert rows["memit"]["steps_cap"] == 4 and rows["memit_blue"]["steps_cap"] == 2
+    # the claims name the rule from the caps the rows carry: an equal total, not the same cap
+    claims = _json.loads((out / "summary.json").read_text())["claims"]
+    assert all("v* budget: equal total per window: caps memit_blue 2, memit 4" in c["note"]
+               for c in claims.values()), [c["note"] for c in claims.values()]
+    # rows written before rows carried their cap get it from the folder's config.json on reading
+    lines = [_json.loads(x) for x in (out / "rows.jsonl").read_text().splitlines()]
+    (out / "rows.jsonl").write_text("".join(_json.dumps({k: v for k, v in r.items() if k != "steps_cap"}) + "\n"
+                                            for r in lines))
+    old_rows, _ = read_run(out)
+    assert {r["method"]: r.get("steps_cap") for r in old_rows} == {"none": None, "memit": 4, "memit_blue": 2}
     assert main(["longform", "--model", "tiny-llama", "--hparams", "gpt2-xl", "--budget", "equal_total",
                  "--out", str(tmp_path / "x"), "--quiet"]) == 2
