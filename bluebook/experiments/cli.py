@@ -67,7 +67,7 @@ def run_replicate(args) -> int:
 
     def _stop(signum, frame):
         raise SystemExit(128 + signum)           # a kill (SIGTERM) still records the end of the sitting
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)   # restored on return: a caller keeps its own handler
     status = "error"
     try:
         status = str(_replicate(args))
@@ -76,6 +76,7 @@ def run_replicate(args) -> int:
         status = f"stopped (exit {exc.code})"
         raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         append_jsonl(log, {"pid": entry["pid"], "event": "end", "status": status,
                            "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - start, 1)})
 
@@ -185,7 +186,7 @@ def run_longform_cli(args) -> int:
 
     def _stop(signum, frame):
         raise SystemExit(128 + signum)           # a kill (SIGTERM) still records the end of the sitting
-    signal.signal(signal.SIGTERM, _stop)
+    previous = signal.signal(signal.SIGTERM, _stop)   # restored on return: a caller keeps its own handler
     status = "error"
     try:
         model, tok = load_model(args.model, device=args.device, progress=not args.quiet)
@@ -213,6 +214,7 @@ def run_longform_cli(args) -> int:
         status = f"stopped ({type(exc).__name__}{' ' + str(exc.code) if isinstance(exc, SystemExit) else ''})"
         raise
     finally:
+        signal.signal(signal.SIGTERM, previous)
         append_jsonl(out / "invocations.jsonl", {"pid": entry["pid"], "event": "end", "status": status,
                                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                  "wall_s": round(time.time() - start, 1)})

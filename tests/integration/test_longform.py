@@ -208,8 +208,11 @@ def test_longform_cli_records_provenance_and_a_summary(tmp_path, cache_dir):
     hp = _json.dumps({"layers": [0, 1, 2], "target": {"steps": 2, "window": 32},
                       "stats": {"n_samples": 40, "max_len": 64}})
     out = tmp_path / "lf"
+    import signal
+    mine = signal.getsignal(signal.SIGTERM)
     assert main(["longform", "--model", "tiny-llama", "--start", "1", "--n", "1", "--methods", "memit,memit_blue",
                  "--hparams", hp, "--max-new-tokens", "4", "--out", str(out), "--quiet"]) == 0
+    assert signal.getsignal(signal.SIGTERM) is mine      # the caller's SIGTERM handler is back
     inv = read_rows(out / "invocations.jsonl")
     assert [e["event"] for e in inv] == ["start", "end"] and inv[1]["status"] == "0" and "commit" in inv[0]
     rows = read_rows(out / "rows.jsonl")
