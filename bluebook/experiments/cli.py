@@ -48,6 +48,17 @@ def _suite(args) -> AbilitySuite | None:
                         probe_n=args.probe_n)
 
 
+def _exit_on_sigterm():
+    """Turn SIGTERM into ``SystemExit(143)`` so a killed run still records the end of its sitting;
+    returns the function that puts the caller's handler back (a command run in-process leaves none)."""
+    import signal
+
+    def _stop(signum, frame):
+        raise SystemExit(128 + signum)
+    previous = signal.signal(signal.SIGTERM, _stop)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
 def run_replicate(args) -> int:
     """``python -m bluebook replicate``: run, print the table, exit 2 on a checkpoint mismatch.
 
@@ -63,11 +74,7 @@ def run_replicate(args) -> int:
     entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
              "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     append_jsonl(log, {**entry, "event": "start"})
-    import signal
-
-    def _stop(signum, frame):
-        raise SystemExit(128 + signum)           # a kill (SIGTERM) still records the end of the sitting
-    previous = signal.signal(signal.SIGTERM, _stop)   # restored on return: a caller keeps its own handler
+    restore = _exit_on_sigterm()
     status = "error"
     try:
         status = str(_replicate(args))
@@ -76,7 +83,7 @@ def run_replicate(args) -> int:
         status = f"stopped (exit {exc.code})"
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore()
         append_jsonl(log, {"pid": entry["pid"], "event": "end", "status": status,
                            "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - start, 1)})
 
@@ -182,11 +189,7 @@ def run_longform_cli(args) -> int:
     entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
              "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     append_jsonl(out / "invocations.jsonl", {**entry, "event": "start"})
-    import signal
-
-    def _stop(signum, frame):
-        raise SystemExit(128 + signum)           # a kill (SIGTERM) still records the end of the sitting
-    previous = signal.signal(signal.SIGTERM, _stop)   # restored on return: a caller keeps its own handler
+    restore = _exit_on_sigterm()
     status = "error"
     try:
         model, tok = load_model(args.model, device=args.device, progress=not args.quiet)
@@ -214,7 +217,7 @@ def run_longform_cli(args) -> int:
         status = f"stopped ({type(exc).__name__}{' ' + str(exc.code) if isinstance(exc, SystemExit) else ''})"
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        restore()
         append_jsonl(out / "invocations.jsonl", {"pid": entry["pid"], "event": "end", "status": status,
                                                  "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
                                                  "wall_s": round(time.time() - start, 1)})
