@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from bluebook.core.methods import METHODS
@@ -59,33 +60,49 @@ def _exit_on_sigterm():
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def run_replicate(args) -> int:
-    """``python -m bluebook replicate``: run, print the table, exit 2 on a checkpoint mismatch.
+@contextmanager
+def _recorded_invocation(out: Path):
+    """The provenance of one invocation of a recording command, appended to ``<out>/invocations.jsonl``:
+    on entry the command, source commit, machine and start time; on exit the wall time and status.
 
-    Every invocation appends its provenance to ``<out>/invocations.jsonl``: the command, the
-    source commit, the machine, the start time, and (when it ends) the wall time and exit status."""
+    Yields a dict whose ``"status"`` the caller sets to its exit code on success; an exception leaves
+    ``"error"``, and SIGTERM (turned into ``SystemExit`` while inside) or Ctrl-C records
+    ``"stopped (...)"``, so a killed sitting still says how it ended. The caller's SIGTERM handler is
+    put back on the way out."""
     import os
-    import time
 
     from bluebook.runs import append_jsonl, machine_info, source_commit
 
-    log = Path(args.out) / "invocations.jsonl"
+    log = Path(out) / "invocations.jsonl"
     start = time.time()
     entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
              "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     append_jsonl(log, {**entry, "event": "start"})
     restore = _exit_on_sigterm()
-    status = "error"
+    outcome = {"status": "error"}
     try:
-        status = str(_replicate(args))
-        return int(status)
+        yield outcome
     except SystemExit as exc:
-        status = f"stopped (exit {exc.code})"
+        outcome["status"] = f"stopped (exit {exc.code})"
+        raise
+    except KeyboardInterrupt:
+        outcome["status"] = "stopped (interrupted)"
         raise
     finally:
         restore()
-        append_jsonl(log, {"pid": entry["pid"], "event": "end", "status": status,
+        append_jsonl(log, {"pid": entry["pid"], "event": "end", "status": outcome["status"],
                            "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "wall_s": round(time.time() - start, 1)})
+
+
+def run_replicate(args) -> int:
+    """``python -m bluebook replicate``: run, print the table, exit 2 on a checkpoint mismatch.
+
+    Every invocation appends its provenance to ``<out>/invocations.jsonl``
+    (:func:`_recorded_invocation`)."""
+    with _recorded_invocation(Path(args.out)) as outcome:
+        code = _replicate(args)
+        outcome["status"] = str(code)
+        return code
 
 
 def _resources(folder):
@@ -174,24 +191,16 @@ def run_longform_cli(args) -> int:
     """``python -m bluebook longform``: the long-form comparison on the shipped set (or a local copy),
     resumable, with its provenance in ``<out>/invocations.jsonl`` and a ``summary.json``."""
     import json
-    import os
-    import time
 
     from bluebook.data.longform import load_longform
     from bluebook.experiments.longform import longform_claims, run_longform, summarize_longform
     from bluebook.experiments.verdicts import budget_hparams
     from bluebook.model.loading import load_model
-    from bluebook.runs import append_jsonl, machine_info, source_commit, write_json
+    from bluebook.runs import write_json
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    start = time.time()
-    entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
-             "commit": source_commit(), "machine": machine_info(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    append_jsonl(out / "invocations.jsonl", {**entry, "event": "start"})
-    restore = _exit_on_sigterm()
-    status = "error"
-    try:
+    with _recorded_invocation(out) as outcome:
         model, tok = load_model(args.model, device=args.device, progress=not args.quiet)
         reqs = load_longform(path=args.data)[args.start:]
         reqs = reqs[:args.n] if args.n is not None else reqs
@@ -211,16 +220,8 @@ def run_longform_cli(args) -> int:
         for m, d in summary["methods"].items():
             print(f"{m:16s} ROUGE-L prompt {d['prompt.rougeL']['value']:.3f}  paraphrase "
                   f"{d['paraphrase.rougeL']['value']:.3f}  (n={summary['n_records']})")
-        status = "0"
+        outcome["status"] = "0"
         return 0
-    except (SystemExit, KeyboardInterrupt) as exc:
-        status = f"stopped ({type(exc).__name__}{' ' + str(exc.code) if isinstance(exc, SystemExit) else ''})"
-        raise
-    finally:
-        restore()
-        append_jsonl(out / "invocations.jsonl", {"pid": entry["pid"], "event": "end", "status": status,
-                                                 "ended": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                                                 "wall_s": round(time.time() - start, 1)})
 
 
 def add_longform_cli(subparsers) -> None:
