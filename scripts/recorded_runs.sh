@@ -8,9 +8,12 @@
 #   bash scripts/recorded_runs.sh counterfact   # or zsre
 #   bash scripts/recorded_runs.sh counterfact dynamic   # beyond the paper (notebook 10): the
 #       <base>_blue_dynamic columns, in the same folder, on the same records and batches
-#   bash scripts/recorded_runs.sh counterfact fair      # the same four columns with equal total v*
-#       budgets (--budget equal_total: BLUE 25 + 25 steps per request, its base one 50), in a folder
-#       of their own (<dataset>_n<N>_b100_equal_total)
+#   bash scripts/recorded_runs.sh counterfact fair      # the base columns again at an equal total
+#       v* budget (--budget equal_total: the base's one optimisation gets 50 steps), in a folder of
+#       their own (<dataset>_n<N>_b100_equal_total). BLUE's columns are not run again: under that
+#       rule each of its two optimisations gets 25 steps, as in the same-cap run, so notebook 09 §7
+#       pairs these with the same-cap run's BLUE columns (curves.equal_total_run checks that the
+#       configurations, records and evaluation agree, and refuses otherwise)
 #   python -c "from bluebook.experiments.curves import export_run; export_run('RUNS/counterfact_n1000_b100', 'results/sequential/counterfact_n1000_b100')"
 set -euo pipefail
 DATASET=${1:-counterfact}
@@ -31,6 +34,13 @@ fi
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 TQDM_MININTERVAL=30
 COMMON="replicate --model smollm2-135m --dataset $DATASET --n $N --batch 100 --eval-every 500 $EXTRA --ability suite --probes all --probe-n 100 $BUDGET --out $OUT"
+if [ "$WHAT" = fair ]; then
+  nohup $PY -m bluebook $COMMON --methods memit > "$OUT.f1.log" 2>&1 &
+  nohup $PY -m bluebook $COMMON --methods alphaedit > "$OUT.f2.log" 2>&1 &
+  nohup nice -n 19 $PY -m bluebook $COMMON --methods none > "$OUT.p0.log" 2>&1 &
+  echo "started; logs in $OUT.f{1,2}.log and $OUT.p0.log"
+  exit 0
+fi
 if [ "$WHAT" = dynamic ]; then
   nohup $PY -m bluebook $COMMON --methods memit_blue_dynamic > "$OUT.d1.log" 2>&1 &
   nohup $PY -m bluebook $COMMON --methods alphaedit_blue_dynamic > "$OUT.d2.log" 2>&1 &

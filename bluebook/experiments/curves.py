@@ -19,8 +19,8 @@ from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
 from bluebook.metrics.intervals import interval, paired_difference
 from bluebook.runs import atomic_write_text, write_json
 
-__all__ = ["MethodRun", "Run", "load_run", "curve_rows", "pair_differences", "table_at", "export_run", "sittings",
-           "COMMITTED"]
+__all__ = ["MethodRun", "Run", "load_run", "equal_total_run", "curve_rows", "pair_differences", "table_at",
+           "export_run", "sittings", "COMMITTED"]
 
 #: Files of a run folder that are results (committed); weights, states, snapshots and the full
 #: per-case dumps (``cases.json``, with generated texts) are not.
@@ -34,6 +34,8 @@ class MethodRun:
     batches: list = field(default_factory=list)
     n_batches: int | None = None
     evals: dict = field(default_factory=dict)          # edits -> evaluation record
+    config: dict = field(default_factory=dict)         # the run configuration its progress.json records
+    folder: Path | None = None                         # where its files are (another run's when borrowed)
 
     @property
     def batches_done(self) -> int:
@@ -60,6 +62,7 @@ class Run:
     methods: dict                                      # name -> MethodRun (without the unedited row)
     unedited: dict | None                              # the evaluation at 0 edits (all records)
     invocations: list
+    borrowed: dict = field(default_factory=dict)       # method -> the run folder its column comes from
 
     def common_points(self, names=None) -> list[int]:
         """Evaluation points every one of ``names`` (default: all methods) has reached."""
@@ -83,7 +86,8 @@ def load_run(folder: str | Path) -> Run:
             continue
         prog = _read(prog_file)
         cfg = cfg or prog["config"]
-        mr = MethodRun(name, batches=prog.get("batches", []), n_batches=prog.get("n_batches"))
+        mr = MethodRun(name, batches=prog.get("batches", []), n_batches=prog.get("n_batches"),
+                       config=prog["config"], folder=prog_file.parent)
         for e in sorted((prog_file.parent / "evals").glob("edits_*.json")):
             rec = _read(e)
             mr.evals[int(rec["edits"])] = rec
@@ -96,6 +100,76 @@ def load_run(folder: str | Path) -> Run:
     invocations = [json.loads(x) for x in inv_file.read_text().splitlines() if x.strip()] if inv_file.exists() else []
     dataset = (cfg or {}).get("dataset") or unedited["eval_config"]["dataset"]
     return Run(folder, dataset, cfg or {}, {m: methods[m] for m in ordered(list(methods))}, unedited, invocations)
+
+
+def _cap(mr: MethodRun):
+    return ((mr.config.get("resolved_config") or {}).get("target") or {}).get("steps")
+
+
+def _borrowable(base: MethodRun, blue: MethodRun) -> list[str]:
+    """What keeps ``blue`` (from a same-cap run) from being the column an equal-total run of
+    ``base`` would have computed beside it: empty when nothing does."""
+    why = [f"{k}: {blue.name} {blue.config.get(k)!r} vs {base.name} {base.config.get(k)!r}"
+           for k in ("dataset", "n", "batch", "model_fingerprint") if blue.config.get(k) != base.config.get(k)]
+    if list(blue.config.get("case_ids") or []) != list(base.config.get("case_ids") or []):
+        why.append("case_ids: the two were run on different records")
+    cap_base, cap_blue = _cap(base), _cap(blue)
+    if cap_base is None or cap_blue is None or cap_base != 2 * cap_blue:
+        why.append(f"target.steps: {blue.name} {cap_blue} per optimisation, {base.name} {cap_base}; an equal "
+                   f"total needs the base's cap to be twice BLUE's")
+    a = json.loads(json.dumps(base.config.get("resolved_config") or {}))
+    b = json.loads(json.dumps(blue.config.get("resolved_config") or {}))
+    a.get("target", {}).pop("steps", None)
+    b.get("target", {}).pop("steps", None)
+    for k in sorted(set(a) | set(b)):
+        if k == "target":
+            why += [f"target.{t}: {blue.name} {b['target'].get(t)!r} vs {base.name} {a['target'].get(t)!r}"
+                    for t in sorted(set(a.get("target", {})) | set(b.get("target", {})))
+                    if a.get("target", {}).get(t) != b.get("target", {}).get(t)]
+        elif k != "long_overrides" and a.get(k) != b.get(k):
+            why.append(f"{k}: {blue.name} {b.get(k)!r} vs {base.name} {a.get(k)!r}")
+    for k in sorted(set(base.evals) & set(blue.evals)):
+        if base.evals[k].get("eval_config") != blue.evals[k].get("eval_config"):
+            why.append(f"the evaluation configuration at {k} edits differs")
+        if (base.evals[k].get("ability") or {}).get("config") != (blue.evals[k].get("ability") or {}).get("config"):
+            why.append(f"the general-ability configuration at {k} edits differs")
+    return why
+
+
+def equal_total_run(fair: Run, same_cap: Run) -> Run:
+    """The BLUE-versus-base comparison at an equal total v* budget, from a run of the base methods
+    alone (``replicate --budget equal_total``: the base's one optimisation gets ``2·steps``) and the
+    BLUE columns of a same-cap run (``steps`` per optimisation).
+
+    Under the equal-total rule BLUE's two optimisations get ``steps`` each, which is exactly what
+    the same-cap rule gave them; so where the BLUE column's resolved configuration is the fair
+    base's with its cap halved, on the same records, batches, model and evaluation, that column is
+    the one an equal-total run would compute (the same computation), and it is reused instead of
+    run again. A BLUE column ``fair`` has itself is kept. Returns ``fair`` with the borrowed columns
+    added (``Run.borrowed`` names where each came from, and its unedited row when ``fair`` has
+    none); raises ``ValueError`` naming every field that differs."""
+    methods, borrowed = dict(fair.methods), {}
+    for name, mr in fair.methods.items():
+        _, base, blue = split_method(name)
+        variant = f"{base}_blue"
+        if blue or name != base or variant in fair.methods:
+            continue
+        if variant not in same_cap.methods:
+            continue
+        why = _borrowable(mr, same_cap.methods[variant])
+        if why:
+            raise ValueError(f"{variant} of {same_cap.folder} is not the column an equal-total run of {base} in "
+                             f"{fair.folder} would compute: " + "; ".join(why))
+        methods[variant] = same_cap.methods[variant]
+        borrowed[variant] = same_cap.folder.name
+    unedited = fair.unedited
+    if unedited is None and same_cap.unedited is not None:
+        ids = next(iter(fair.methods.values())).config.get("case_ids") if fair.methods else None
+        if ids is not None and list(same_cap.unedited["columns"]["case_id"][:len(ids)]) != list(ids):
+            raise ValueError(f"the unedited row of {same_cap.folder} was scored on other records than {fair.folder}")
+        unedited, borrowed[UNEDITED] = same_cap.unedited, same_cap.folder.name
+    return Run(fair.folder, fair.dataset, fair.config, {m: methods[m] for m in ordered(list(methods))}, unedited,
+               fair.invocations, borrowed)
 
 
 def _baseline(run: Run, k: int, metric: str):

@@ -14,7 +14,8 @@ from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
 __all__ = ["METRICS", "BUDGET_RULES", "claim_name", "blue_vs_base", "recorded_blue_vs_base", "combined", "step_budget",
-           "budget_hparams", "dynamic_vs_fixed", "recorded_dynamic_vs_fixed", "chosen_layers"]
+           "budget_hparams", "budget_note", "run_caps", "method_folders", "dynamic_vs_fixed",
+           "recorded_dynamic_vs_fixed", "chosen_layers"]
 
 METRICS = ("efficacy", "generalization", "specificity")
 
@@ -80,16 +81,23 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
             continue
         k = max(common)
         diffs = pair_differences(run, k, metrics)[base]
-        spent = budget_note(run.folder, base, blue)
+        spent = budget_note(run.folder, base, blue, method_folders(run))
+        lent = (f"; the {blue} column is recorded run {run.borrowed[blue]}'s (the same configuration, "
+                "see curves.equal_total_run)") if blue in getattr(run, "borrowed", {}) else ""
         for m, d in diffs.items():
             c = claim(_statement(run.dataset, base, m), d["value"], [d["low"], d["high"]], d["n"],
                       difference_verdict(d["low"], d["high"]),
                       "recorded", f"recorded run {run.folder.name}: paired difference ×100 at {k} edits "
-                      f"of {run.config.get('n')} planned" + (f"; {spent}" if spent else ""))
+                      f"of {run.config.get('n')} planned" + lent + (f"; {spent}" if spent else ""))
             out[claim_name(run.dataset, base, m)] = c
         ab_blue, ab_base = run.methods[blue].evals[k].get("ability"), run.methods[base].evals[k].get("ability")
         out.update(_ability_claims(run, base, k, ab_blue or {}, ab_base or {}))
     return out
+
+
+def method_folders(run) -> dict:
+    """``{method: the folder of its files}`` of a loaded run (borrowed columns live elsewhere)."""
+    return {m: mr.folder for m, mr in run.methods.items() if getattr(mr, "folder", None) is not None}
 
 
 def _ability_claims(run, base: str, k: int, ab_blue: dict, ab_base: dict) -> dict:
@@ -131,19 +139,25 @@ def combined(live: dict, recorded: dict) -> dict:
     return {k: decide(live.get(k), recorded.get(k)) for k in list(live) + [k for k in recorded if k not in live]}
 
 
-def step_budget(run_folder, methods, budget) -> dict:
+def _progress_file(run_folder, method: str, folders: dict | None):
+    from pathlib import Path
+
+    return Path((folders or {}).get(method) or Path(run_folder) / method) / "progress.json"
+
+
+def step_budget(run_folder, methods, budget, folders: dict | None = None) -> dict:
     """How much of the v* budget each method of a replicate run folder used, from its
     ``<method>/progress.json``: ``{method: {"layers": {layer: mean steps}, "per_request": mean total
     steps over the layers optimised for a request, "capped": share of optimisations that used the
     whole budget}}``. BLUE optimises twice (first and last layer), its base once; a fair comparison
     gives both a budget most requests stop early within, and this table shows whether they did.
-    ``budget``: the cap of one optimisation, one int or ``{method: int}``."""
+    ``budget``: the cap of one optimisation, one int or ``{method: int}``; ``folders``: ``{method:
+    its folder}`` where a method's files are elsewhere (a column borrowed from another run)."""
     import json
-    from pathlib import Path
 
     out = {}
     for m in methods:
-        p = Path(run_folder) / m / "progress.json"
+        p = _progress_file(run_folder, m, folders)
         if not p.exists():
             continue
         cap = budget[m] if isinstance(budget, dict) else budget
@@ -162,14 +176,13 @@ def step_budget(run_folder, methods, budget) -> dict:
     return out
 
 
-def run_caps(run_folder, methods) -> dict:
+def run_caps(run_folder, methods, folders: dict | None = None) -> dict:
     """``{method: v* step cap of one optimisation}`` as a replicate run folder resolved it."""
     import json
-    from pathlib import Path
 
     out = {}
     for m in methods:
-        p = Path(run_folder) / m / "progress.json"
+        p = _progress_file(run_folder, m, folders)
         if p.exists():
             target = (json.loads(p.read_text()).get("config", {}).get("resolved_config") or {}).get("target") or {}
             if "steps" in target:
@@ -184,13 +197,13 @@ def budget_rule(base_cap: int, blue_cap: int, per: str = "request") -> str:
             f"equal total per {per}" if base_cap == 2 * blue_cap else "caps differ")
 
 
-def budget_note(run_folder, base: str, blue: str) -> str:
+def budget_note(run_folder, base: str, blue: str, folders: dict | None = None) -> str:
     """How much v* optimisation each side of a recorded pair had and used, for the claims' notes:
     the caps per optimisation, the mean total steps per request, and how often each hit its cap."""
-    caps = run_caps(run_folder, (base, blue))
+    caps = run_caps(run_folder, (base, blue), folders)
     if set(caps) != {base, blue}:
         return ""
-    used = step_budget(run_folder, (base, blue), caps)
+    used = step_budget(run_folder, (base, blue), caps, folders)
     if set(used) != {base, blue} or used[base]["per_request"] is None or used[blue]["per_request"] is None:
         return ""
     rule = budget_rule(caps[base], caps[blue])

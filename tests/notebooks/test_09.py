@@ -33,6 +33,33 @@ def test_09_on_a_run_made_here(tmp_path, cache_dir, run_nb):
         assert c["verdict"] == want and c["evidence"] == "recorded" and c["n"] == 6
 
 
+def test_09_equal_total_section_pairs_the_fair_base_with_the_same_cap_blue(tmp_path, cache_dir, run_nb):
+    """§7: a base-only run at twice the cap (``cf_equal_total``) against the same-cap run's BLUE column;
+    the claims follow from the two files, and a run without such a folder says it has none."""
+    from bluebook.experiments.verdicts import budget_hparams
+
+    model, tok = tiny_model("tiny-gpt2")
+    reqs = bluebook.load_counterfact(n=4)
+    runs = tmp_path / "runs"
+    for name in ("cf", "zs"):
+        rep.replicate((model, tok), "counterfact", methods=["memit", "memit_blue"], n=4, batch=2, out=runs / name,
+                      hparams=HP, progress=False, requests=reqs, eval_every=2)
+    rest = {k: v for k, v in HP.items() if k != "target"}
+    rep.replicate((model, tok), "counterfact", methods=["memit"], n=4, batch=2, out=runs / "cf_equal_total",
+                  hparams=budget_hparams(["memit"], 3, "equal_total", overrides=rest), progress=False,
+                  requests=reqs, eval_every=2)
+    m = run_nb("09_sequential_curves", tmp_path / "nb", results_dir=str(runs), runs_to_show=["cf", "zs"])
+    assert m["runs"]["cf"]["equal_total"]["borrowed"] == {"memit_blue": "cf"}
+    assert "equal_total" not in m["runs"]["zs"]
+    a = json.loads((runs / "cf" / "memit_blue" / "evals" / "edits_00004.json").read_text())
+    b = json.loads((runs / "cf_equal_total" / "memit" / "evals" / "edits_00004.json").read_text())
+    for metric in ("efficacy", "generalization", "specificity"):
+        c = m["claims"][f"counterfact:memit_blue>memit:{metric}_equal_total"]
+        diff = 100 * (np.mean(a["columns"][metric]) - np.mean(b["columns"][metric]))
+        assert c["ours"] == pytest.approx(diff, abs=0.01) and c["n"] == 4
+        assert "equal total per request (caps memit_blue 3, memit 6)" in c["note"]
+
+
 def test_09_on_the_committed_runs(tmp_path, run_nb):
     m = run_nb("09_sequential_curves", tmp_path / "nb", results_dir=str(COMMITTED))
     present = [p.name for p in COMMITTED.iterdir() if p.is_dir()] if COMMITTED.exists() else []
