@@ -245,18 +245,20 @@ for ds in datasets:
 # them, with the command, commit, machine and wall time of every sitting). Where the live run cannot
 # carry the claim — its interval covers 0, or it is a small sample beside a larger recorded run —
 # the verdict comes from the recorded run and its note says so; a pair the recorded runs have not
-# reached yet keeps the live verdict.
+# reached yet keeps the live verdict. Where a recorded run has been repeated for its base methods at
+# an equal total v* budget (`<run>_equal_total`, notebook 09 §7), the recorded claim is that one,
+# the same budget rule as the live run here; otherwise it is the same-cap run's, and its note says so.
 
 # %%
 live_claims = {}
 for ds in datasets:
     live_claims.update(verdicts.blue_vs_base(columns[ds], ds,
                                              note=f"{n_edits} records in batches of {batch_size}"))
-recorded_claims, provenance = {}, {}
+recorded_claims = verdicts.recorded_sequential_claims(recorded_dir, datasets)
+provenance = {}
 for folder in sorted(p for p in Path(recorded_dir).glob("*") if p.is_dir()):
     run = curves.load_run(folder)
     if run.dataset in datasets:
-        recorded_claims.update(verdicts.recorded_blue_vs_base(run))
         provenance[folder.name] = curves.sittings(run)
 claims = verdicts.combined(live_claims, recorded_claims)
 claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence", "note"]]

@@ -32,8 +32,10 @@ def status(root: Path) -> str:
              "| run | method | batches done | evaluated at (edits) | edit hours | batch seconds (median) "
              "| peak RSS first→last batch (MB) |", "|---|---|---|---|---|---|---|"]
     runs = {p.name: curves.load_run(p) for p in sorted(root.iterdir()) if p.is_dir()}
-    for run in runs.values():
+    for name, run in runs.items():
         label = f"{NAMES.get(run.dataset, run.dataset)}, {run.config.get('n')} × batches of {run.config.get('batch')}"
+        if name.endswith("_equal_total"):
+            label += ", equal total v* budget"
         for m, r in run.methods.items():
             secs = [b["seconds"] for b in r.batches]
             mem = [b.get("memory", {}).get("peak_rss_mb") for b in r.batches if b.get("memory")]

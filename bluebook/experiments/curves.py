@@ -19,12 +19,14 @@ from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
 from bluebook.metrics.intervals import interval, paired_difference
 from bluebook.runs import atomic_write_text, write_json
 
-__all__ = ["MethodRun", "Run", "load_run", "equal_total_run", "curve_rows", "pair_differences", "table_at",
-           "export_run", "sittings", "COMMITTED"]
+__all__ = ["MethodRun", "Run", "load_run", "equal_total_run", "EQUAL_TOTAL_SUFFIX", "curve_rows",
+           "pair_differences", "table_at", "export_run", "sittings", "COMMITTED"]
 
 #: Files of a run folder that are results (committed); weights, states, snapshots and the full
 #: per-case dumps (``cases.json``, with generated texts) are not.
 COMMITTED = ("progress.json", "summary.json", "ability_reference.json", "evals/*.json")
+#: ``<run><suffix>``: the folder of a run's base methods again at an equal total v* budget
+EQUAL_TOTAL_SUFFIX = "_equal_total"
 
 
 @dataclass

@@ -13,9 +13,9 @@ from bluebook.core.names import split_method
 from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
-__all__ = ["METRICS", "BUDGET_RULES", "claim_name", "blue_vs_base", "recorded_blue_vs_base", "combined", "step_budget",
-           "budget_hparams", "budget_note", "run_caps", "method_folders", "dynamic_vs_fixed",
-           "recorded_dynamic_vs_fixed", "chosen_layers"]
+__all__ = ["METRICS", "BUDGET_RULES", "claim_name", "blue_vs_base", "recorded_blue_vs_base",
+           "recorded_sequential_claims", "combined", "step_budget", "budget_hparams", "budget_note", "run_caps",
+           "method_folders", "dynamic_vs_fixed", "recorded_dynamic_vs_fixed", "chosen_layers"]
 
 METRICS = ("efficacy", "generalization", "specificity")
 
@@ -92,6 +92,31 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
             out[claim_name(run.dataset, base, m)] = c
         ab_blue, ab_base = run.methods[blue].evals[k].get("ability"), run.methods[base].evals[k].get("ability")
         out.update(_ability_claims(run, base, k, ab_blue or {}, ab_base or {}))
+    return out
+
+
+def recorded_sequential_claims(root, datasets=None) -> dict:
+    """The recorded BLUE-versus-base claims of every sequential run folder under ``root`` (of
+    ``datasets``, default all): the recorded tier of notebook 07. Where a run ``<name>`` has an
+    equal-total sibling ``<name>_equal_total`` (its base methods again with twice the cap,
+    :func:`bluebook.experiments.curves.equal_total_run`), each claim that sibling has measured is
+    the equal-total one, the budget rule the live notebooks use; the same-cap claim otherwise (its
+    note names the budget either way)."""
+    from pathlib import Path
+
+    from bluebook.experiments.curves import EQUAL_TOTAL_SUFFIX, equal_total_run, load_run
+
+    out = {}
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.endswith(EQUAL_TOTAL_SUFFIX)):
+        run = load_run(folder)
+        if datasets is not None and run.dataset not in datasets:
+            continue
+        claims = recorded_blue_vs_base(run)
+        fair = folder.with_name(folder.name + EQUAL_TOTAL_SUFFIX)
+        if fair.is_dir():
+            claims.update({k: c for k, c in recorded_blue_vs_base(equal_total_run(load_run(fair), run)).items()
+                           if c["ours"] is not None})
+        out.update(claims)
     return out
 
 

@@ -101,3 +101,21 @@ def test_a_same_cap_base_cannot_pose_as_an_equal_total_one(three_runs):
                            same.unedited, same.invocations)
     with pytest.raises(ValueError, match="an equal total needs the base's cap to be twice BLUE's"):
         curves.equal_total_run(base_only, same)
+
+
+def test_recorded_tier_prefers_the_equal_total_claims_where_measured(three_runs, tmp_path):
+    """Notebook 07's recorded tier: ``<run>`` alone gives the same-cap claims; with ``<run>_equal_total``
+    beside it, the equal-total ones (the live notebooks' budget rule); a sibling with no evaluation
+    point yet leaves the same-cap claims, not "not measured" placeholders."""
+    root = tmp_path / "results"
+    shutil.copytree(three_runs / "same_cap", root / "run")
+    same = verdicts.recorded_blue_vs_base(curves.load_run(root / "run"))
+    assert _values(verdicts.recorded_sequential_claims(root)) == _values(same)
+    assert verdicts.recorded_sequential_claims(root, datasets=["zsre"]) == {}
+    shutil.copytree(three_runs / "equal_total_base", root / "run_equal_total")
+    got = verdicts.recorded_sequential_claims(root)
+    assert _values(got) == _values(verdicts.recorded_blue_vs_base(curves.load_run(three_runs / "equal_total_all")))
+    assert all("equal total per request" in c["note"] for k, c in got.items() if k.endswith("efficacy"))
+    for f in (root / "run_equal_total" / "memit" / "evals").glob("*.json"):
+        f.unlink()
+    assert _values(verdicts.recorded_sequential_claims(root)) == _values(same)
