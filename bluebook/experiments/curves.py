@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bluebook.core.names import is_blue_pair, split_method
 from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
+from bluebook.experiments.verdicts import step_cap
 from bluebook.metrics.intervals import interval, paired_difference
 from bluebook.runs import atomic_write_text, write_json
 
@@ -104,10 +105,6 @@ def load_run(folder: str | Path) -> Run:
     return Run(folder, dataset, cfg or {}, {m: methods[m] for m in ordered(list(methods))}, unedited, invocations)
 
 
-def _cap(mr: MethodRun):
-    return ((mr.config.get("resolved_config") or {}).get("target") or {}).get("steps")
-
-
 def _borrowable(base: MethodRun, blue: MethodRun) -> list[str]:
     """What keeps ``blue`` (from a same-cap run) from being the column an equal-total run of
     ``base`` would have computed beside it: empty when nothing does."""
@@ -115,7 +112,7 @@ def _borrowable(base: MethodRun, blue: MethodRun) -> list[str]:
            for k in ("dataset", "n", "batch", "model_fingerprint") if blue.config.get(k) != base.config.get(k)]
     if list(blue.config.get("case_ids") or []) != list(base.config.get("case_ids") or []):
         why.append("case_ids: the two were run on different records")
-    cap_base, cap_blue = _cap(base), _cap(blue)
+    cap_base, cap_blue = step_cap(base.config), step_cap(blue.config)
     if cap_base is None or cap_blue is None or cap_base != 2 * cap_blue:
         why.append(f"target.steps: {blue.name} {cap_blue} per optimisation, {base.name} {cap_base}; an equal "
                    f"total needs the base's cap to be twice BLUE's")

@@ -83,7 +83,7 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
         diffs = pair_differences(run, k, metrics)[base]
         spent = budget_note(run.folder, base, blue, method_folders(run))
         lent = (f"; the {blue} column is recorded run {run.borrowed[blue]}'s (the same configuration, "
-                "see curves.equal_total_run)") if blue in getattr(run, "borrowed", {}) else ""
+                "see curves.equal_total_run)") if blue in run.borrowed else ""
         for m, d in diffs.items():
             c = claim(_statement(run.dataset, base, m), d["value"], [d["low"], d["high"]], d["n"],
                       difference_verdict(d["low"], d["high"]),
@@ -122,7 +122,7 @@ def recorded_sequential_claims(root, datasets=None) -> dict:
 
 def method_folders(run) -> dict:
     """``{method: the folder of its files}`` of a loaded run (borrowed columns live elsewhere)."""
-    return {m: mr.folder for m, mr in run.methods.items() if getattr(mr, "folder", None) is not None}
+    return {m: mr.folder for m, mr in run.methods.items() if mr.folder is not None}
 
 
 def _ability_claims(run, base: str, k: int, ab_blue: dict, ab_base: dict) -> dict:
@@ -209,10 +209,16 @@ def run_caps(run_folder, methods, folders: dict | None = None) -> dict:
     for m in methods:
         p = _progress_file(run_folder, m, folders)
         if p.exists():
-            target = (json.loads(p.read_text()).get("config", {}).get("resolved_config") or {}).get("target") or {}
-            if "steps" in target:
-                out[m] = int(target["steps"])
+            cap = step_cap(json.loads(p.read_text()).get("config", {}))
+            if cap is not None:
+                out[m] = cap
     return out
+
+
+def step_cap(config: dict) -> int | None:
+    """The v* step cap of one optimisation in a run configuration (``progress.json``'s ``config``)."""
+    target = (config.get("resolved_config") or {}).get("target") or {}
+    return int(target["steps"]) if "steps" in target else None
 
 
 def budget_rule(base_cap: int, blue_cap: int, per: str = "request") -> str:
