@@ -128,7 +128,8 @@ def _hparams(args):
                          "with --hparams (give per-method target steps in the hparams file instead)")
     from bluebook.experiments.verdicts import budget_hparams
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    # "none" (the unedited baseline alone) edits nothing, so it has no v* budget
+    methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
     return budget_hparams(methods, args.budget_steps, args.budget)
 
 

@@ -144,6 +144,9 @@ def test_cli_budget_gives_blue_and_its_base_the_same_total_v_star_steps(tmp_path
     with pytest.raises(ValueError, match="--budget"):
         cli._hparams(args)
     assert cli._hparams(p.parse_args(["replicate", "--out", str(tmp_path)])) is None
+    # the unedited baseline alone, in a budgeted run's folder (scripts/recorded_runs.sh ... fair)
+    args = p.parse_args(["replicate", "--methods", "none", "--budget", "equal_total", "--out", str(tmp_path)])
+    assert cli._hparams(args) == {}
 
 
 def test_unknown_method_fails_before_work(tmp_path):
