@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bluebook.experiments import curves  # noqa: E402
+from bluebook.experiments import curves, verdicts  # noqa: E402
 from bluebook.experiments.tables import COLUMNS  # noqa: E402
 
 START, END = "<!-- recorded-status:start -->", "<!-- recorded-status:end -->"
@@ -70,7 +70,47 @@ def status(root: Path) -> str:
                       "edited so far; perplexity on 100 held-out texts; known facts chosen on the unedited model:", "",
                       "| method | edits | " + " | ".join(cols) + " | perplexity | known facts kept |",
                       "|---|---:|" + "---|" * (len(cols) + 2)] + rows
-    return "\n".join(lines)
+    return "\n".join(lines + [""] + comparisons(root))
+
+
+_SIGN = {"agrees": "agrees", "disagrees": "**disagrees**", "inconclusive": "inconclusive"}
+
+
+def _claim_cell(c: dict | None, digits: int) -> str:
+    if c is None or c["ours"] is None:
+        return "—"
+    lo, hi = c["interval"]
+    return f"{c['ours']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] {_SIGN.get(c['verdict'], c['verdict'])}"
+
+
+def comparisons(root: Path) -> list[str]:
+    """The paired BLUE − base table of every recorded run (``verdicts.recorded_comparisons``)."""
+    rows = verdicts.recorded_comparisons(root)
+    if not rows:
+        return []
+    lines = ["Paired BLUE − base on the same records at the largest evaluation point both reached (95 % "
+             "bootstrap intervals; the verdict is against the paper's claim that BLUE is better). Edit metrics "
+             "×100; held-out perplexity as mean token NLL in nats over 100 texts (lower is better, so a negative "
+             "difference agrees); known facts kept, in points over the facts chosen on the unedited model. "
+             "v* budget: the rule, then the mean total steps per request and the share of optimisations "
+             "that hit the cap (BLUE / base):", "",
+             "| dataset | pair | v* budget | edits | efficacy | generalization | specificity "
+             "| perplexity (NLL) | known facts |", "|---|---|---|---:|---|---|---|---|---|"]
+    for r in rows:
+        used = r["budget"]
+        blue, base = used.get(r["blue"], {}), used.get(r["base"], {})
+        if blue.get("per_request") is not None and base.get("per_request") is not None:
+            budget = (f"{r['rule']} ({blue['cap']} / {base['cap']}): {blue['per_request']:.1f} / "
+                      f"{base['per_request']:.1f} steps, capped {100 * blue['capped']:.0f} % / "
+                      f"{100 * base['capped']:.0f} %")
+        else:
+            budget = r["rule"] or "—"
+        c = r["claims"]
+        lines.append(f"| {NAMES.get(r['dataset'], r['dataset'])} | {r['blue']} − {r['base']} | {budget} "
+                     f"| {r['edits'] or '—'} | {_claim_cell(c.get('efficacy'), 1)} "
+                     f"| {_claim_cell(c.get('generalization'), 1)} | {_claim_cell(c.get('specificity'), 1)} "
+                     f"| {_claim_cell(c.get('perplexity'), 3)} | {_claim_cell(c.get('known_facts'), 0)} |")
+    return lines
 
 
 def main(argv=None) -> int:

@@ -95,28 +95,62 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
     return out
 
 
+def recorded_comparisons(root, datasets=None) -> list[dict]:
+    """Every recorded BLUE-versus-base comparison of the sequential run folders under ``root`` (of
+    ``datasets``, default all), one row per run, budget rule and pair: the same-cap run ``<name>``
+    and, where an equal-total sibling ``<name>_equal_total`` has measured the pair
+    (:func:`bluebook.experiments.curves.equal_total_run`), the equal-total comparison after it.
+
+    Each row: ``{"dataset", "run", "rule", "base", "blue", "edits"`` (the largest evaluation point
+    both reached, ``None`` if none yet), ``"claims"`` (``{metric: claim}``, from
+    :func:`recorded_blue_vs_base`), ``"budget"`` (``{method: {"cap", "per_request", "capped"}}``,
+    :func:`step_budget` under the caps the run resolved)``}``."""
+    from pathlib import Path
+
+    from bluebook.experiments.curves import EQUAL_TOTAL_SUFFIX, equal_total_run, load_run
+
+    rows = []
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.endswith(EQUAL_TOTAL_SUFFIX)):
+        same = load_run(folder)
+        if datasets is not None and same.dataset not in datasets:
+            continue
+        variants = [same]
+        fair = folder.with_name(folder.name + EQUAL_TOTAL_SUFFIX)
+        if fair.is_dir():
+            variants.append(equal_total_run(load_run(fair), same))
+        for run in variants:
+            claims = recorded_blue_vs_base(run)
+            folders = method_folders(run)
+            for base in sorted({split_method(m)[1] for m in run.methods}):
+                blue = f"{base}_blue"
+                if base not in run.methods or blue not in run.methods:
+                    continue
+                prefix = f"{run.dataset}:{blue}>{base}:"
+                mine = {k[len(prefix):]: c for k, c in claims.items() if k.startswith(prefix)}
+                if run is not same and all(c["ours"] is None for c in mine.values()):
+                    continue                      # the sibling has not reached an evaluation point yet
+                common = set(run.methods[base].points) & set(run.methods[blue].points)
+                caps = run_caps(run.folder, (base, blue), folders)
+                rows.append({"dataset": run.dataset, "run": run.folder.name,
+                             "rule": budget_rule(caps[base], caps[blue]) if set(caps) == {base, blue} else None,
+                             "base": base, "blue": blue, "edits": max(common) if common else None,
+                             "claims": mine, "budget": step_budget(run.folder, (base, blue), caps, folders)})
+    return rows
+
+
 def recorded_sequential_claims(root, datasets=None) -> dict:
     """The recorded BLUE-versus-base claims of every sequential run folder under ``root`` (of
     ``datasets``, default all): the recorded tier of notebook 07. Where a run ``<name>`` has an
     equal-total sibling ``<name>_equal_total`` (its base methods again with twice the cap,
     :func:`bluebook.experiments.curves.equal_total_run`), each claim that sibling has measured is
     the equal-total one, the budget rule the live notebooks use; the same-cap claim otherwise (its
-    note names the budget either way)."""
-    from pathlib import Path
-
-    from bluebook.experiments.curves import EQUAL_TOTAL_SUFFIX, equal_total_run, load_run
-
+    note names the budget either way). Built from :func:`recorded_comparisons`."""
     out = {}
-    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.endswith(EQUAL_TOTAL_SUFFIX)):
-        run = load_run(folder)
-        if datasets is not None and run.dataset not in datasets:
-            continue
-        claims = recorded_blue_vs_base(run)
-        fair = folder.with_name(folder.name + EQUAL_TOTAL_SUFFIX)
-        if fair.is_dir():
-            claims.update({k: c for k, c in recorded_blue_vs_base(equal_total_run(load_run(fair), run)).items()
-                           if c["ours"] is not None})
-        out.update(claims)
+    for row in recorded_comparisons(root, datasets):     # same cap first, then its equal-total sibling
+        for m, c in row["claims"].items():
+            name = f"{row['dataset']}:{row['blue']}>{row['base']}:{m}"
+            if name not in out or c["ours"] is not None:
+                out[name] = c
     return out
 
 

@@ -119,3 +119,24 @@ def test_recorded_tier_prefers_the_equal_total_claims_where_measured(three_runs,
     for f in (root / "run_equal_total" / "memit" / "evals").glob("*.json"):
         f.unlink()
     assert _values(verdicts.recorded_sequential_claims(root)) == _values(same)
+
+
+def test_recorded_comparisons_give_both_budget_rules_side_by_side(three_runs, tmp_path):
+    """One row per run, rule and pair: the same-cap comparison, then its equal-total sibling's; each
+    row's claims are the ones that rule's run gives, and its budget the caps each side resolved."""
+    root = tmp_path / "results"
+    shutil.copytree(three_runs / "same_cap", root / "run")
+    rows = verdicts.recorded_comparisons(root)
+    assert [(r["rule"], r["edits"]) for r in rows] == [("same cap per optimisation", N)]
+    shutil.copytree(three_runs / "equal_total_base", root / "run_equal_total")
+    same, fair = verdicts.recorded_comparisons(root)
+    assert (same["run"], fair["run"]) == ("run", "run_equal_total")
+    assert fair["rule"] == "equal total per request" and fair["edits"] == N
+    assert {m: b["cap"] for m, b in same["budget"].items()} == {"memit": STEPS, "memit_blue": STEPS}
+    assert {m: b["cap"] for m, b in fair["budget"].items()} == {"memit": 2 * STEPS, "memit_blue": STEPS}
+    assert fair["budget"]["memit_blue"] == same["budget"]["memit_blue"]       # the borrowed column
+    want = verdicts.recorded_blue_vs_base(curves.load_run(three_runs / "equal_total_all"))
+    assert _values({f"counterfact:memit_blue>memit:{m}": c for m, c in fair["claims"].items()}) == _values(want)
+    want = verdicts.recorded_blue_vs_base(curves.load_run(root / "run"))
+    assert _values({f"counterfact:memit_blue>memit:{m}": c for m, c in same["claims"].items()}) == _values(want)
+    assert verdicts.recorded_comparisons(root, datasets=["zsre"]) == []
