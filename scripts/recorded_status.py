@@ -42,6 +42,16 @@ def status(root: Path) -> str:
             lines.append(f"| {label} | {m} | {r.batches_done}/{r.n_batches} | {', '.join(map(str, r.points)) or '—'} "
                          f"| {sum(secs) / 3600:.2f} | {statistics.median(secs):.0f} | "
                          f"{f'{mem[0]:.0f} → {mem[-1]:.0f}' if mem else '—'} |")
+    lines += ["", "| run folder | size (kB) | processes started "
+              "| wall hours (sum over processes that recorded an end) | first start → last end |",
+              "|---|---:|---:|---:|---|"]
+    for name, run in runs.items():
+        size = sum(f.stat().st_size for f in (root / name).rglob("*") if f.is_file())
+        starts = [i for i in run.invocations if i.get("event") == "start"]
+        ends = [i for i in run.invocations if i.get("event") == "end"]
+        wall = sum(i.get("wall_s", 0) for i in ends)
+        span = f"{starts[0]['started']} → {ends[-1]['ended']}" if starts and ends else "—"
+        lines.append(f"| `{name}` | {size / 1000:.0f} | {len(starts)} | {wall / 3600:.2f} | {span} |")
     for name, run in runs.items():
         cols = [c for c in COLUMNS[run.dataset] if c != "consistency"]
         rows = []
