@@ -267,6 +267,19 @@ if fair_budget:
     display(pd.DataFrame(fair_budget))  # noqa: F821
 pd.DataFrame(fair_rows) if fair_rows else None
 
+# %% [markdown]
+# The same comparisons drawn: each pair's paired difference with its 95 % interval, a grey square
+# for the same cap per optimisation and a blue circle for an equal total per request. Where both
+# are recorded, the distance between them is what the extra optimisation carried; a pair with only
+# a grey square has no equal-total run yet.
+
+# %%
+comparison_rows = [r for r in verdicts.recorded_comparisons(root)
+                   if r["run"] in loaded or r["run"].removesuffix(equal_total_suffix) in loaded]
+if comparison_rows:
+    show(cplots.paired_forest(comparison_rows, title="BLUE − base on the same records, by v* budget rule"),
+         out, "paired_by_budget")
+
 # %%
 for k, c in metrics["claims"].items():
     assert c["verdict"] in ("agrees", "disagrees", "inconclusive"), k

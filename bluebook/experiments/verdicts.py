@@ -101,7 +101,8 @@ def recorded_comparisons(root, datasets=None) -> list[dict]:
     and, where an equal-total sibling ``<name>_equal_total`` has measured the pair
     (:func:`bluebook.experiments.curves.equal_total_run`), the equal-total comparison after it.
 
-    Each row: ``{"dataset", "run", "rule", "base", "blue", "edits"`` (the largest evaluation point
+    Each row: ``{"dataset", "run", "same_cap_run"`` (the run both rules' rows belong to)``, "rule",
+    "base", "blue", "edits"`` (the largest evaluation point
     both reached, ``None`` if none yet), ``"claims"`` (``{metric: claim}``, from
     :func:`recorded_blue_vs_base`), ``"budget"`` (``{method: {"cap", "per_request", "capped"}}``,
     :func:`step_budget` under the caps the run resolved)``}``."""
@@ -131,7 +132,7 @@ def recorded_comparisons(root, datasets=None) -> list[dict]:
                     continue                      # the sibling has not reached an evaluation point yet
                 common = set(run.methods[base].points) & set(run.methods[blue].points)
                 caps = run_caps(run.folder, (base, blue), folders)
-                rows.append({"dataset": run.dataset, "run": run.folder.name,
+                rows.append({"dataset": run.dataset, "run": run.folder.name, "same_cap_run": folder.name,
                              "rule": budget_rule(caps[base], caps[blue]) if set(caps) == {base, blue} else None,
                              "base": base, "blue": blue, "edits": max(common) if common else None,
                              "claims": mine, "budget": step_budget(run.folder, (base, blue), caps, folders)})

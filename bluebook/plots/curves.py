@@ -12,7 +12,8 @@ from bluebook.plots.figure import new_figure
 from bluebook.plots.replication import BASE_COLOR, BLUE_COLOR, LABELS
 
 UNEDITED_COLOR = "#b07a2a"
-__all__ = ["metric_curves", "ability_curves"]
+__all__ = ["metric_curves", "ability_curves", "paired_forest"]
+RULE_MARKERS = {"same cap per optimisation": ("s", "#9a9a9a"), "equal total per request": ("o", BLUE_COLOR)}
 
 
 def _bases(rows) -> list[str]:
@@ -96,6 +97,59 @@ def ability_curves(rows: Sequence[dict], metrics: Sequence[str], bases: Sequence
     handles, labels = axes[0].get_legend_handles_labels()
     if handles:
         fig.legend(handles, labels, loc="outside lower center", ncols=min(4, len(labels)), frameon=False)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def paired_forest(rows: Sequence[dict], metrics: Sequence[str] = ("efficacy", "generalization", "specificity"),
+                  title: str | None = None):
+    """Paired BLUE − base differences with their 95 % intervals, one panel per metric, one line per
+    dataset and base method (labelled by the base), one marker per v* budget rule (grey squares:
+    the same cap per optimisation; blue circles: an equal total per request), so that what the
+    budget carries shows as the gap between the two.
+    ``rows``: :func:`bluebook.experiments.verdicts.recorded_comparisons`."""
+    runs_of = {}
+    for r in rows:
+        runs_of.setdefault(r["dataset"], set()).add(r.get("same_cap_run", r["run"]))
+
+    def label(r):                                    # the dataset, or the run where a dataset has several
+        where = r["dataset"] if len(runs_of[r["dataset"]]) == 1 else r.get("same_cap_run", r["run"])
+        return f"{where}: {LABELS.get(r['base'], r['base'])}"
+
+    labels = []
+    for r in rows:
+        if label(r) not in labels:
+            labels.append(label(r))
+    rules = [rule for rule in RULE_MARKERS if any(r["rule"] == rule for r in rows)]
+    fig = new_figure(1, figsize=(3.3 * len(metrics) + 1.6, 0.55 * max(1, len(labels)) + 1.4), layout="constrained")[0]
+    fig.clear()
+    axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
+    for ax, metric in zip(axes, metrics):
+        for r in rows:
+            c = (r["claims"] or {}).get(metric)
+            if not c or c.get("ours") is None or r["rule"] not in RULE_MARKERS:
+                continue
+            k = rules.index(r["rule"])
+            y = labels.index(label(r)) + (k - (len(rules) - 1) / 2) * 0.25
+            lo, hi = c["interval"]
+            marker, color = RULE_MARKERS[r["rule"]]
+            ax.errorbar([c["ours"]], [y], xerr=[[c["ours"] - lo], [hi - c["ours"]]], fmt=marker, color=color,
+                        ms=5, capsize=3, label=r["rule"])
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_title(metric)
+        ax.set_xlabel("BLUE − base (×100)")
+        ax.grid(alpha=0.3, axis="x")
+    axes[0].set_yticks(range(len(labels)), labels)
+    axes[0].set_ylim(len(labels) - 0.5, -0.5)              # first pair on top, room around a single one
+    handles, names = [], []
+    for ax in axes:
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    if handles:
+        fig.legend(handles, names, loc="outside lower center", ncols=len(names), frameon=False)
     if title:
         fig.suptitle(title)
     return fig

@@ -58,6 +58,7 @@ def test_09_equal_total_section_pairs_the_fair_base_with_the_same_cap_blue(tmp_p
         diff = 100 * (np.mean(a["columns"][metric]) - np.mean(b["columns"][metric]))
         assert c["ours"] == pytest.approx(diff, abs=0.01) and c["n"] == 4
         assert "equal total per request (caps memit_blue 3, memit 6)" in c["note"]
+    assert (tmp_path / "nb" / "09_sequential_curves" / "figures" / "paired_by_budget.png").exists()
 
 
 def test_09_on_the_committed_runs(tmp_path, run_nb):

@@ -105,3 +105,30 @@ def test_layers_over_sequence_draws_one_square_per_updated_layer_and_batch():
     assert pts == [(0, 4), (0, 5), (1, 4), (1, 6), (2, 4), (2, 5)]
     assert len(fixed.collections[0].get_offsets()) == 4
     assert [t.get_text() for t in fixed.get_yticklabels()] == ["L4", "L5", "L6", "L7", "L8"]
+
+
+def test_paired_forest_draws_one_interval_per_pair_rule_and_metric():
+    from bluebook.plots import curves as cplots
+
+    def row(ds, rule, value):
+        cl = {"ours": value, "interval": [value - 1.0, value + 2.0]}
+        return {"dataset": ds, "run": ds, "same_cap_run": ds, "rule": rule, "base": "memit", "blue": "memit_blue",
+                "claims": {"efficacy": cl, "generalization": cl, "specificity": {"ours": None, "interval": None}}}
+
+    rows = [row("zsre", "same cap per optimisation", 10.0), row("zsre", "equal total per request", 4.0),
+            row("counterfact", "same cap per optimisation", 3.0)]
+    fig = cplots.paired_forest(rows)
+    eff, gen, spec = fig.axes[:3]
+    # errorbar containers: one per row that has the metric; none where the claim is unmeasured
+    assert len(eff.containers) == 3 and len(gen.containers) == 3 and len(spec.containers) == 0
+    xs = sorted(float(c.lines[0].get_xdata()[0]) for c in eff.containers)
+    assert xs == [3.0, 4.0, 10.0]
+    # the same pair under the two rules sits on either side of its label's line
+    ys = {float(c.lines[0].get_xdata()[0]): float(c.lines[0].get_ydata()[0]) for c in eff.containers}
+    assert ys[10.0] < ys[4.0] and abs(ys[10.0] - ys[4.0]) == pytest.approx(0.25)
+    assert [t.get_text() for t in eff.get_yticklabels()] == ["zsre: MEMIT", "counterfact: MEMIT"]
+    # two runs of one dataset are told apart by their run, not drawn on one line
+    other = dict(row("counterfact", "same cap per optimisation", 5.0), run="cf2", same_cap_run="cf2")
+    first = dict(rows[2], run="cf1", same_cap_run="cf1")
+    labels = [t.get_text() for t in cplots.paired_forest([first, other]).axes[0].get_yticklabels()]
+    assert labels == ["cf1: MEMIT", "cf2: MEMIT"]
