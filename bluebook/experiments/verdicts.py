@@ -130,11 +130,11 @@ def recorded_comparisons(root, datasets=None) -> list[dict]:
                 mine = {k[len(prefix):]: c for k, c in claims.items() if k.startswith(prefix)}
                 if run is not same and all(c["ours"] is None for c in mine.values()):
                     continue                      # the sibling has not reached an evaluation point yet
-                common = set(run.methods[base].points) & set(run.methods[blue].points)
+                common = run.common_points((base, blue))
                 caps = run_caps(run.folder, (base, blue), folders)
                 rows.append({"dataset": run.dataset, "run": run.folder.name, "same_cap_run": folder.name,
                              "rule": budget_rule(caps[base], caps[blue]) if set(caps) == {base, blue} else None,
-                             "base": base, "blue": blue, "edits": max(common) if common else None,
+                             "base": base, "blue": blue, "edits": common[-1] if common else None,
                              "claims": mine, "budget": step_budget(run.folder, (base, blue), caps, folders)})
     return rows
 

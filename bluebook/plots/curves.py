@@ -111,10 +111,10 @@ def paired_forest(rows: Sequence[dict], metrics: Sequence[str] = ("efficacy", "g
     ``rows``: :func:`bluebook.experiments.verdicts.recorded_comparisons`."""
     runs_of = {}
     for r in rows:
-        runs_of.setdefault(r["dataset"], set()).add(r.get("same_cap_run", r["run"]))
+        runs_of.setdefault(r["dataset"], set()).add(r["same_cap_run"])
 
     def label(r):                                    # the dataset, or the run where a dataset has several
-        where = r["dataset"] if len(runs_of[r["dataset"]]) == 1 else r.get("same_cap_run", r["run"])
+        where = r["dataset"] if len(runs_of[r["dataset"]]) == 1 else r["same_cap_run"]
         return f"{where}: {LABELS.get(r['base'], r['base'])}"
 
     labels = []
@@ -127,7 +127,7 @@ def paired_forest(rows: Sequence[dict], metrics: Sequence[str] = ("efficacy", "g
     axes = fig.subplots(1, len(metrics), squeeze=False, sharey=True)[0]
     for ax, metric in zip(axes, metrics):
         for r in rows:
-            c = (r["claims"] or {}).get(metric)
+            c = r["claims"].get(metric)
             if not c or c.get("ours") is None or r["rule"] not in RULE_MARKERS:
                 continue
             k = rules.index(r["rule"])
