@@ -176,6 +176,29 @@ def source_commit(path: str | Path | None = None) -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The records of a JSON-lines file written by :func:`append_jsonl`; ``[]`` when it does not
+    exist. A last line that is cut short (no newline, not valid JSON: a process killed inside its
+    one ``write``) is ignored; a malformed line anywhere else raises ``ValueError`` naming the file
+    and the line, since that is damage rather than an interrupted append."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    rows = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # the last line, without its newline: an append cut short
+                break
+            raise ValueError(f"{path}: line {i} is not valid JSON ({e.msg})") from None
+    return rows
+
+
 def append_jsonl(path: str | Path, obj) -> None:
     """Append one JSON line to ``path`` (one ``write`` of a whole line, so concurrent appenders do
     not interleave within a line)."""

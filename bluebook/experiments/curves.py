@@ -18,7 +18,7 @@ from bluebook.core.names import is_blue_pair, split_method
 from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
 from bluebook.experiments.verdicts import step_cap
 from bluebook.metrics.intervals import interval, paired_difference
-from bluebook.runs import atomic_write_text, write_json
+from bluebook.runs import atomic_write_text, read_jsonl, write_json
 
 __all__ = ["MethodRun", "Run", "load_run", "equal_total_run", "EQUAL_TOTAL_SUFFIX", "curve_rows",
            "pair_differences", "table_at", "export_run", "sittings", "COMMITTED"]
@@ -99,8 +99,7 @@ def load_run(folder: str | Path) -> Run:
     unedited = _read(ufile) if ufile.exists() else None
     if cfg is None and unedited is None:
         raise ValueError(f"{folder} holds no sequential run (no <method>/progress.json)")
-    inv_file = folder / "invocations.jsonl"
-    invocations = [json.loads(x) for x in inv_file.read_text().splitlines() if x.strip()] if inv_file.exists() else []
+    invocations = read_jsonl(folder / "invocations.jsonl")
     dataset = (cfg or {}).get("dataset") or unedited["eval_config"]["dataset"]
     return Run(folder, dataset, cfg or {}, {m: methods[m] for m in ordered(list(methods))}, unedited, invocations)
 
@@ -302,12 +301,10 @@ def export_run(src: str | Path, dst: str | Path) -> list[Path]:
         # the commands name the run folder by its absolute path on the machine that ran them; the
         # committed copy names it as the recording script does ($RUNS/<folder name>)
         lines = []
-        for line in (src / "invocations.jsonl").read_text().splitlines():
-            if line.strip():
-                rec = json.loads(line)
-                if "command" in rec:
-                    rec["command"] = _portable_command(rec["command"], src)
-                lines.append(json.dumps(rec))
+        for rec in read_jsonl(src / "invocations.jsonl"):
+            if "command" in rec:
+                rec["command"] = _portable_command(rec["command"], src)
+            lines.append(json.dumps(rec))
         atomic_write_text(dst / "invocations.jsonl", "\n".join(lines) + "\n")
         written.append(dst / "invocations.jsonl")
     status = {"dataset": run.dataset, "n": run.config.get("n"), "batch": run.config.get("batch"),

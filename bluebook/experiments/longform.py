@@ -32,7 +32,7 @@ from bluebook.metrics.longform import (
     locality_scores,
     text_scores,
 )
-from bluebook.runs import append_jsonl, jsonable, write_json
+from bluebook.runs import append_jsonl, jsonable, read_jsonl, write_json
 
 __all__ = ["LONGFORM_METHODS", "SCORED", "run_longform", "read_rows", "read_run", "summarize_longform",
            "longform_claims", "export_longform_run"]
@@ -48,17 +48,9 @@ def _budget(tok, req, max_new_tokens) -> int:
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """The rows of a ``rows.jsonl`` (a last line cut short by a crash is ignored)."""
-    p = Path(path)
-    if not p.exists():
-        return []
-    rows = []
-    for line in p.read_text(encoding="utf-8").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            continue
-    return rows
+    """The rows of a ``rows.jsonl`` (:func:`bluebook.runs.read_jsonl`: a last line cut short by a
+    crash is ignored, a damaged line elsewhere raises)."""
+    return read_jsonl(path)
 
 
 def read_run(folder: str | Path) -> tuple[list[dict], list[dict]]:

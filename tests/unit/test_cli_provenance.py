@@ -54,3 +54,35 @@ def test_ctrl_c_is_recorded_as_interrupted(tmp_path):
         with _recorded_invocation(tmp_path):
             raise KeyboardInterrupt
     assert _lines(tmp_path)[-1]["status"] == "stopped (interrupted)"
+
+
+def test_read_jsonl_ignores_only_an_append_cut_short_at_the_end(tmp_path):
+    """What every reader of these logs uses (``load_run``, ``export_run``, the long-form readers):
+    a process killed inside its one ``write`` leaves a last line without newline, which is not a
+    record; a damaged line before the end is reported, never skipped."""
+    from bluebook.runs import append_jsonl, read_jsonl
+    f = tmp_path / "invocations.jsonl"
+    assert read_jsonl(f) == []
+    append_jsonl(f, {"pid": 1, "event": "start"})
+    append_jsonl(f, {"pid": 1, "event": "end"})
+    with open(f, "a") as h:
+        h.write('{"pid": 2, "ev')
+    assert read_jsonl(f) == [{"pid": 1, "event": "start"}, {"pid": 1, "event": "end"}]
+    f.write_text('{"pid": 1}\n{"pid": \n{"pid": 3}\n')
+    with pytest.raises(ValueError, match=r"invocations.jsonl: line 2"):
+        read_jsonl(f)
+
+
+def test_a_run_folder_with_a_cut_short_log_still_loads_and_exports(tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from bluebook.experiments.curves import export_run, load_run
+    src = tmp_path / "run"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "results" / "sequential" / "zsre_n500_b100_equal_total", src)
+    whole = [json.loads(x) for x in (src / "invocations.jsonl").read_text().splitlines() if x.strip()]
+    with open(src / "invocations.jsonl", "a") as h:
+        h.write('{"pid": 5, "event": "st')
+    assert load_run(src).invocations == whole
+    export_run(src, tmp_path / "copy")
+    assert len((tmp_path / "copy" / "invocations.jsonl").read_text().splitlines()) == len(whole)
