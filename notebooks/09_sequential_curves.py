@@ -274,7 +274,7 @@ pd.DataFrame(fair_rows) if fair_rows else None
 # a grey square has no equal-total run yet.
 
 # %%
-comparison_rows = [r for r in verdicts.recorded_comparisons(root) if r["same_cap_run"] in loaded]
+comparison_rows = [r for name, run in loaded.items() for r in verdicts.comparison_rows(run, fair_runs.get(name))]
 if comparison_rows:
     show(cplots.paired_forest(comparison_rows, title="BLUE − base on the same records, by v* budget rule"),
          out, "paired_by_budget")

@@ -14,7 +14,8 @@ from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
 __all__ = ["METRICS", "BUDGET_RULES", "claim_name", "blue_vs_base", "recorded_blue_vs_base",
-           "recorded_sequential_claims", "combined", "step_budget", "budget_hparams", "budget_note", "run_caps",
+           "recorded_sequential_claims", "recorded_comparisons", "comparison_rows", "combined", "step_budget",
+           "budget_hparams", "budget_note", "run_caps",
            "method_folders", "dynamic_vs_fixed", "recorded_dynamic_vs_fixed", "chosen_layers"]
 
 METRICS = ("efficacy", "generalization", "specificity")
@@ -95,47 +96,57 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
     return out
 
 
-def recorded_comparisons(root, datasets=None) -> list[dict]:
-    """Every recorded BLUE-versus-base comparison of the sequential run folders under ``root`` (of
-    ``datasets``, default all), one row per run, budget rule and pair: the same-cap run ``<name>``
-    and, where an equal-total sibling ``<name>_equal_total`` has measured the pair
-    (:func:`bluebook.experiments.curves.equal_total_run`), the equal-total comparison after it.
+def comparison_rows(same, fair=None) -> list[dict]:
+    """The BLUE-versus-base comparisons of one recorded run, one row per budget rule and pair: the
+    same-cap run ``same`` (a :class:`~bluebook.experiments.curves.Run`) and, when given, ``fair``
+    (its equal-total sibling already paired with it by
+    :func:`bluebook.experiments.curves.equal_total_run`) after it. A ``fair`` pair that has not
+    reached an evaluation point yet gives no row.
 
     Each row: ``{"dataset", "run", "same_cap_run"`` (the run both rules' rows belong to)``, "rule",
-    "base", "blue", "edits"`` (the largest evaluation point
-    both reached, ``None`` if none yet), ``"claims"`` (``{metric: claim}``, from
-    :func:`recorded_blue_vs_base`), ``"budget"`` (``{method: {"cap", "per_request", "capped"}}``,
-    :func:`step_budget` under the caps the run resolved)``}``."""
+    "base", "blue", "edits"`` (the largest evaluation point both reached, ``None`` if none yet),
+    ``"claims"`` (``{metric: claim}``, from :func:`recorded_blue_vs_base`), ``"budget"``
+    (``{method: {"cap", "per_request", "capped"}}``, :func:`step_budget` under the caps the run
+    resolved)``}``."""
+    rows = []
+    for run in [same] + ([fair] if fair is not None else []):
+        claims = recorded_blue_vs_base(run)
+        folders = method_folders(run)
+        for base in sorted({split_method(m)[1] for m in run.methods}):
+            blue = f"{base}_blue"
+            if base not in run.methods or blue not in run.methods:
+                continue
+            prefix = f"{run.dataset}:{blue}>{base}:"
+            mine = {k[len(prefix):]: c for k, c in claims.items() if k.startswith(prefix)}
+            if run is not same and all(c["ours"] is None for c in mine.values()):
+                continue                      # the sibling has not reached an evaluation point yet
+            common = run.common_points((base, blue))
+            caps = run_caps(run.folder, (base, blue), folders)
+            rows.append({"dataset": run.dataset, "run": run.folder.name, "same_cap_run": same.folder.name,
+                         "rule": budget_rule(caps[base], caps[blue]) if set(caps) == {base, blue} else None,
+                         "base": base, "blue": blue, "edits": common[-1] if common else None,
+                         "claims": mine, "budget": step_budget(run.folder, (base, blue), caps, folders)})
+    return rows
+
+
+def recorded_comparisons(root, datasets=None, suffix=None) -> list[dict]:
+    """Every recorded BLUE-versus-base comparison of the sequential run folders under ``root`` (of
+    ``datasets``, default all): :func:`comparison_rows` of each same-cap run ``<name>``, paired
+    with its equal-total sibling ``<name><suffix>`` where that folder exists (``suffix`` defaults
+    to :data:`bluebook.experiments.curves.EQUAL_TOTAL_SUFFIX`; folders ending in it are read only
+    as siblings)."""
     from pathlib import Path
 
     from bluebook.experiments.curves import EQUAL_TOTAL_SUFFIX, equal_total_run, load_run
 
+    suffix = suffix or EQUAL_TOTAL_SUFFIX
     rows = []
-    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.endswith(EQUAL_TOTAL_SUFFIX)):
+    for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.endswith(suffix)):
         same = load_run(folder)
         if datasets is not None and same.dataset not in datasets:
             continue
-        variants = [same]
-        fair = folder.with_name(folder.name + EQUAL_TOTAL_SUFFIX)
-        if fair.is_dir():
-            variants.append(equal_total_run(load_run(fair), same))
-        for run in variants:
-            claims = recorded_blue_vs_base(run)
-            folders = method_folders(run)
-            for base in sorted({split_method(m)[1] for m in run.methods}):
-                blue = f"{base}_blue"
-                if base not in run.methods or blue not in run.methods:
-                    continue
-                prefix = f"{run.dataset}:{blue}>{base}:"
-                mine = {k[len(prefix):]: c for k, c in claims.items() if k.startswith(prefix)}
-                if run is not same and all(c["ours"] is None for c in mine.values()):
-                    continue                      # the sibling has not reached an evaluation point yet
-                common = run.common_points((base, blue))
-                caps = run_caps(run.folder, (base, blue), folders)
-                rows.append({"dataset": run.dataset, "run": run.folder.name, "same_cap_run": folder.name,
-                             "rule": budget_rule(caps[base], caps[blue]) if set(caps) == {base, blue} else None,
-                             "base": base, "blue": blue, "edits": common[-1] if common else None,
-                             "claims": mine, "budget": step_budget(run.folder, (base, blue), caps, folders)})
+        sibling = folder.with_name(folder.name + suffix)
+        rows += comparison_rows(same, equal_total_run(load_run(sibling), same) if sibling.is_dir() else None)
     return rows
 
 

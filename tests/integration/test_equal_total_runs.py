@@ -140,3 +140,20 @@ def test_recorded_comparisons_give_both_budget_rules_side_by_side(three_runs, tm
     want = verdicts.recorded_blue_vs_base(curves.load_run(root / "run"))
     assert _values({f"counterfact:memit_blue>memit:{m}": c for m, c in same["claims"].items()}) == _values(want)
     assert verdicts.recorded_comparisons(root, datasets=["zsre"]) == []
+
+
+def test_comparison_rows_of_loaded_runs_equal_the_folder_scan_under_any_suffix(three_runs, tmp_path):
+    """Notebook 09 §7 builds its rows from the runs it already loaded (``comparison_rows``); they are
+    the rows ``recorded_comparisons`` finds by scanning the folder, and a sibling under another
+    suffix (the notebook's ``equal_total_suffix``) is found when that suffix is given."""
+    root = tmp_path / "results"
+    shutil.copytree(three_runs / "same_cap", root / "run")
+    shutil.copytree(three_runs / "equal_total_base", root / "run_fair")
+    same = curves.load_run(root / "run")
+    fair = curves.equal_total_run(curves.load_run(root / "run_fair"), same)
+    rows = verdicts.comparison_rows(same, fair)
+    assert [(r["run"], r["same_cap_run"], r["rule"]) for r in rows] == [
+        ("run", "run", "same cap per optimisation"), ("run_fair", "run", "equal total per request")]
+    scanned = verdicts.recorded_comparisons(root, suffix="_fair")
+    assert json.dumps(scanned, sort_keys=True) == json.dumps(rows, sort_keys=True)
+    assert [r["rule"] for r in verdicts.comparison_rows(same)] == ["same cap per optimisation"]
