@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,7 +25,7 @@ from bluebook.model.device import model_device
 from bluebook.model.hooks import Trace
 from bluebook.model.loading import model_fingerprint
 from bluebook.model.specs import check_layers, key_dim, spec_for
-from bluebook.model.tokens import pad_id, right_pad
+from bluebook.model.tokens import context_limit, pad_id, right_pad
 from bluebook.runs import atomic_write_bytes, cache_root
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -111,6 +111,14 @@ class CovarianceStore:
         atomic_write_bytes(path, save({"C": C}, metadata=m))
 
 
+def effective_stats_config(model, cfg: StatsConfig) -> StatsConfig:
+    """``cfg`` with its per-document truncation ``max_len`` cut to the model's context length where
+    that is shorter (a GPT-2-style model with learned positions cannot read past it); the cache key
+    and metadata then name the length really used."""
+    limit = context_limit(model)
+    return replace(cfg, max_len=limit) if limit is not None and limit < cfg.max_len else cfg
+
+
 def _batches(tok, texts, max_len: int, batch_tokens: int):
     """Tokenize, truncate and group texts into right-padded batches of ≤ batch_tokens (padded) tokens."""
     enc = [tok(t, truncation=True, max_length=max_len)["input_ids"] for t in texts]
@@ -139,6 +147,7 @@ def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfi
     ``early_stop=False`` runs the whole model instead (only useful to measure the saving).
     """
     layers = check_layers(model, layers)
+    cfg = effective_stats_config(model, cfg)
     if cfg.dtype not in _DTYPES:
         raise ValueError(f"stats dtype must be one of {sorted(_DTYPES)}, got {cfg.dtype!r}")
     spec = spec_for(model)
@@ -196,6 +205,7 @@ def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: 
     """
 
     layers = check_layers(model, layers)
+    cfg = effective_stats_config(model, cfg)
     store = store or CovarianceStore()
     # the model's own fingerprint is only needed to file its statistics or to check a computation
     current = model_fingerprint(model) if fingerprint is None else None

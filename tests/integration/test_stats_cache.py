@@ -91,3 +91,33 @@ def test_export_edited_model_roundtrip(cache_dir, tmp_path):
     with torch.no_grad():
         assert torch.equal(model(**enc).logits, m2(**enc).logits)
     assert log["edits"][0]["method"] == "memit" and log["edits"][0]["requests"][0]["subject"] == "France"
+
+
+@pytest.mark.parametrize("kind", ["tiny-gpt2", "tiny-gptj"])
+def test_documents_longer_than_the_context_are_cut_to_it(kind, tmp_path):
+    """The default 512-token truncation on a model with learned / tabled positions of 256 (the tiny
+    GPT-2 and GPT-J) used to index past the position table; the statistics are now those of the
+    documents cut at the model's context, and the cache names the length really used."""
+    model, tok = bluebook.tiny_model(kind)
+    limit = model.config.n_positions
+    long_texts = [" ".join(TEXTS) * 8] * 3
+    assert all(len(tok(t)["input_ids"]) > 2 * limit for t in long_texts)
+    store = CovarianceStore(tmp_path)
+    big = StatsConfig(n_samples=3, max_len=4 * limit, batch_tokens=4 * limit)
+    got = layer_stats(model, tok, [1], big, store=store, texts=long_texts, corpus="long", progress=False)
+    want = collect_second_moments(model, tok, [1], long_texts,
+                                  StatsConfig(n_samples=3, max_len=limit, batch_tokens=4 * limit), progress=False)
+    torch.testing.assert_close(got[1].C, want[1].moment().to(got[1].C.dtype))
+    assert got[1].count == 3 * limit
+    assert [f.name for f in tmp_path.rglob("*.safetensors")] == [got[1].key] and f"len{limit}" in got[1].key
+
+
+def test_ability_and_embedding_scorers_cut_long_texts_to_the_context():
+    from bluebook.metrics import ability
+    from bluebook.metrics.longform import embed_texts
+    model, tok = bluebook.tiny_model("tiny-gpt2")
+    limit = model.config.n_positions
+    text = " ".join(TEXTS) * 8
+    assert ability.token_nll(model, tok, [text], max_len=4 * limit)[0].numel() == limit - 1
+    torch.testing.assert_close(embed_texts(model, tok, [text], max_len=4 * limit),
+                               embed_texts(model, tok, [text], max_len=limit))
