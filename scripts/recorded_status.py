@@ -86,9 +86,14 @@ def status(root: Path) -> str:
 _SIGN = {"agrees": "agrees", "disagrees": "**disagrees**", "inconclusive": "inconclusive"}
 
 
-def _claim_cell(c: dict | None, digits: int) -> str:
+def _claim_cell(c: dict | None, digits: int, unpaired: str = "") -> str:
+    """One claim as ``value [low, high] verdict``; a claim decided from two unpaired intervals (an
+    evaluation that kept no per-item values) has no interval of its own and says so (``unpaired``
+    names its unit where that differs from the paired one)."""
     if c is None or c["ours"] is None:
         return "—"
+    if c["interval"] is None:
+        return f"{c['ours']:+.{max(digits, 1)}f}{unpaired} (unpaired) {_SIGN.get(c['verdict'], c['verdict'])}"
     lo, hi = c["interval"]
     return f"{c['ours']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}] {_SIGN.get(c['verdict'], c['verdict'])}"
 
@@ -119,7 +124,7 @@ def comparisons(root: Path) -> list[str]:
         lines.append(f"| {NAMES.get(r['dataset'], r['dataset'])} | {r['blue']} − {r['base']} | {budget} "
                      f"| {r['edits'] or '—'} | {_claim_cell(c.get('efficacy'), 1)} "
                      f"| {_claim_cell(c.get('generalization'), 1)} | {_claim_cell(c.get('specificity'), 1)} "
-                     f"| {_claim_cell(c.get('perplexity'), 3)} | {_claim_cell(c.get('known_facts'), 0)} |")
+                     f"| {_claim_cell(c.get('perplexity'), 3, ' perplexity')} | {_claim_cell(c.get('known_facts'), 0)} |")
     return lines
 
 
