@@ -124,7 +124,8 @@ def comparisons(root: Path) -> list[str]:
         lines.append(f"| {NAMES.get(r['dataset'], r['dataset'])} | {r['blue']} − {r['base']} | {budget} "
                      f"| {r['edits'] or '—'} | {_claim_cell(c.get('efficacy'), 1)} "
                      f"| {_claim_cell(c.get('generalization'), 1)} | {_claim_cell(c.get('specificity'), 1)} "
-                     f"| {_claim_cell(c.get('perplexity'), 3, ' perplexity')} | {_claim_cell(c.get('known_facts'), 0)} |")
+                     f"| {_claim_cell(c.get('perplexity'), 3, ' perplexity')} "
+                     f"| {_claim_cell(c.get('known_facts'), 0)} |")
     return lines
 
 
