@@ -25,7 +25,7 @@ from bluebook.model.device import model_device
 from bluebook.model.hooks import Trace
 from bluebook.model.loading import model_fingerprint
 from bluebook.model.specs import check_layers, key_dim, spec_for
-from bluebook.model.tokens import context_limit, pad_id, right_pad
+from bluebook.model.tokens import fit_to_context, pad_id, right_pad
 from bluebook.runs import atomic_write_bytes, cache_root
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -115,8 +115,8 @@ def effective_stats_config(model, cfg: StatsConfig) -> StatsConfig:
     """``cfg`` with its per-document truncation ``max_len`` cut to the model's context length where
     that is shorter (a GPT-2-style model with learned positions cannot read past it); the cache key
     and metadata then name the length really used."""
-    limit = context_limit(model)
-    return replace(cfg, max_len=limit) if limit is not None and limit < cfg.max_len else cfg
+    max_len = fit_to_context(model, cfg.max_len)
+    return replace(cfg, max_len=max_len) if max_len != cfg.max_len else cfg
 
 
 def _batches(tok, texts, max_len: int, batch_tokens: int):

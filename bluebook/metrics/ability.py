@@ -25,7 +25,7 @@ import torch
 from bluebook.core.keys import read_states
 from bluebook.data import WIKI_OFFLINE, as_requests, wiki_texts
 from bluebook.model.device import eval_mode, model_device
-from bluebook.model.tokens import context_limit, pad_id, right_pad
+from bluebook.model.tokens import fit_to_context, pad_id, right_pad
 
 __all__ = ["heldout_texts", "token_nll", "perplexity", "known_fact_hits", "known_fact_accuracy", "Shift",
            "subject_states", "representation_shift", "lm_eval_available", "run_lm_eval"]
@@ -65,7 +65,7 @@ def token_nll(model, tok, texts: Sequence[str], max_len: int = 256, batch_size: 
     truncated to ``max_len`` tokens, or to the model's context where that is shorter."""
     dev = model_device(model)
     pad = pad_id(tok)
-    max_len = min(max_len, context_limit(model) or max_len)
+    max_len = fit_to_context(model, max_len)
     ids = [tok(t, truncation=True, max_length=max_len)["input_ids"] for t in texts]
     out: list[torch.Tensor] = []
     with eval_mode(model):

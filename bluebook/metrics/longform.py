@@ -25,7 +25,7 @@ from transformers import GenerationConfig
 
 from bluebook.metrics.scoring import prefix_ids
 from bluebook.model.device import eval_mode, model_device
-from bluebook.model.tokens import context_limit, pad_id, right_pad
+from bluebook.model.tokens import fit_to_context, pad_id, right_pad
 
 __all__ = ["TEXT_METRICS", "greedy_continuations", "text_scores", "token_f1", "embed_texts", "cosine",
            "locality_scores"]
@@ -109,7 +109,7 @@ def embed_texts(model, tok, texts: Sequence[str], max_len: int = 512, batch_size
     Pass the **unedited** model: it is the embedded similarity scorer. Texts are truncated to
     ``max_len`` tokens, or to the model's context where that is shorter."""
     dev, pad = model_device(model), pad_id(tok)
-    max_len = min(max_len, context_limit(model) or max_len)
+    max_len = fit_to_context(model, max_len)
     ids = [tok(t, truncation=True, max_length=max_len)["input_ids"] or [pad] for t in texts]
     out = []
     with eval_mode(model):

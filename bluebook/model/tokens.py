@@ -142,6 +142,13 @@ def context_limit(model) -> int | None:
     return None
 
 
+def fit_to_context(model, max_len: int) -> int:
+    """``max_len`` cut to the model's context length where that is shorter (a model with learned
+    positions cannot read past it); ``max_len`` itself when the config names no context length."""
+    limit = context_limit(model)
+    return min(max_len, limit) if limit is not None else max_len
+
+
 def check_requests(model, tok, requests, templates=()) -> None:
     """Refuse a batch ``bluebook.edit`` cannot edit correctly, naming the field and value: duplicate
     ``case_id`` values, a ``target_new`` that tokenizes to nothing, or a prompt with its target

@@ -121,3 +121,14 @@ def test_ability_and_embedding_scorers_cut_long_texts_to_the_context():
     assert ability.token_nll(model, tok, [text], max_len=4 * limit)[0].numel() == limit - 1
     torch.testing.assert_close(embed_texts(model, tok, [text], max_len=4 * limit),
                                embed_texts(model, tok, [text], max_len=limit))
+
+
+def test_fit_to_context_cuts_only_where_the_config_names_a_shorter_context():
+    from types import SimpleNamespace
+
+    from bluebook.model.tokens import fit_to_context
+    model, _ = bluebook.tiny_model("tiny-gpt2")
+    limit = model.config.n_positions
+    assert fit_to_context(model, 4 * limit) == limit and fit_to_context(model, limit - 1) == limit - 1
+    no_context = SimpleNamespace(config=SimpleNamespace(hidden_size=8))
+    assert fit_to_context(no_context, 12345) == 12345
