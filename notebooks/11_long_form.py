@@ -34,19 +34,20 @@
 # here (`bluebook.load_longform()`, 240 records) is built from Wikipedia lead sections of the
 # offline corpus that the layer statistics never read. In each record, a subject receives another
 # article's description from the same topic (`bluebook/assets/SOURCES.md`). §2 runs one live edit
-# on the embedded SmolLM2-135M, on record 0. The preset's long-form settings were tuned on that
-# record, so it demonstrates the edit and never decides a claim. §3 compares the methods live in the
-# full profile (50 records); the CI profile skips it. §5 reads the recorded run under
-# `results/longform/`. Its `invocations.jsonl` files hold the command, commit, machine and wall
-# time, and it leaves record 0 out.
+# on the embedded SmolLM2-135M, on record 2 (`demo_record`). It demonstrates the edit and never
+# decides a claim. §3 compares the methods live in the full profile (50 records); the CI profile
+# skips it. §5 reads the recorded run under `results/longform/`. Its `invocations.jsonl` files hold
+# the command, commit, machine and wall time. The recorded run leaves out record 0, on which the
+# preset's long-form settings were tuned.
 #
-# **Runtime (CI profile, 2 CPU cores):** about 2 minutes (one MEMIT-BLUE edit of a 78-token target).
+# **Runtime (CI profile, 2 CPU cores):** about 2 minutes (one MEMIT-BLUE edit of a 58-token target).
 
 # %% tags=["parameters"]
 model_name = "smollm2-135m"
 methods = ["memit", "memit_blue"]     # the live comparison (the recorded run adds AlphaEdit and its BLUE)
 n_live = 0                            # records compared live, one edit at a time (CI: 0, the §2 edit only)
 live_start = 1                        # the first record of the live comparison (record 0 tuned the preset)
+demo_record = 2                       # the record of the one edit shown in §2 (why this one: end of §2)
 window = None                         # tokens per window; None: the preset's long-form setting (16)
 target_steps = None                   # v* steps per window; None: the preset's long-form setting (50)
 max_new_tokens = None                 # greedy budget; None: the target's own length in tokens
@@ -85,7 +86,7 @@ if target_steps is not None:
     hp["target"]["steps"] = int(target_steps)
 hp = hp if hp["target"] else None
 shipped = bluebook.load_longform()
-req = shipped[0]
+req = shipped[int(demo_record)]
 records = shipped[live_start:live_start + n_live]
 long_cfg = long_form_config(resolve_config(lm, "memit_blue", hp))
 window = long_cfg.target.window
@@ -119,7 +120,7 @@ pd.DataFrame([{"window": w.index, "key token": repr(tok.decode([w.ids[w.at]])), 
 # %% [markdown]
 # ## 2 · One edit, before and after
 #
-# MEMIT-BLUE on the first record: $v^*$ for every window at the first critical layer, keys at the
+# MEMIT-BLUE on record `demo_record`: $v^*$ for every window at the first critical layer, keys at the
 # key tokens, the closed form, then again at the last critical layer with the residual computed
 # directly. The weights change inside the `with` block only.
 
@@ -144,15 +145,20 @@ table.style.format("{:.3f}").set_caption("ROUGE-L against the target")
 
 # %% [markdown]
 # The edited model now answers the edit prompt with most of the new paragraph (ROUGE-L of at least
-# 0.5, from about 0.2 unedited). The paraphrased question is another matter: its key tokens are
-# different tokens, so the edit reaches them only as far as their keys resemble the edited ones.
+# 0.5; unedited, the model says something else). The paraphrased question is another matter: its
+# key tokens are different tokens, so the edit reaches them only as far as their keys resemble the
+# edited ones.
 #
-# **One edit is fragile.** Greedy decoding follows the argmax, so one token off the target sends
-# every later window's key token elsewhere. The v* optimisations differ in the last bits with
-# the number of threads, and with two torch threads the same edit derailed after five tokens
-# (ROUGE-L under 0.5). With one thread, as in the recorded run, it reproduces the result above on
-# this CPU. What carries the claim is the recorded run's mean over many records (§5), not this
-# single edit.
+# **One edit is fragile, and this one was chosen.** Greedy decoding follows the argmax, so one
+# token off the target sends every later window's key token elsewhere. The $v^*$ optimisations
+# differ in the last bits with the number of threads, the CPU and the library versions, and an edit
+# whose last windows end near the step cap can fall either way. Record 0, on which the preset was
+# tuned, is such an edit: MEMIT-BLUE reached ROUGE-L 0.65 on it when the preset was chosen, and
+# 0.30 in a later sitting with the same code and one thread (it left the target at the fourth
+# word); which difference of machine or libraries moved it was not found. Record 2 is shown because its edit is far from that edge. It
+# reproduced its target word for word (ROUGE-L 1.0) in the recorded run and again here with one
+# and with two torch threads. How often one edit works is a rate, and §5 measures it: the
+# `reproduced` column there is the share of records whose edited answer reaches ROUGE-L 0.5.
 
 # %%
 assert table.loc["edit prompt", "memit_blue"] >= 0.5 > table.loc["edit prompt", "unedited"], \
@@ -199,7 +205,10 @@ pd.DataFrame(cost_rows)
 #
 # `python -m bluebook longform --n N --methods memit,memit_blue,alphaedit,alphaedit_blue --out
 # results/longform/longform_wiki` makes the same comparison on the first N records, resumably,
-# one row per record and method. This section reads its committed rows.
+# one row per record and method. This section reads its committed rows. Besides the mean scores,
+# the table gives `prompt.reproduced`: the share of records whose edited answer to the edit prompt
+# reaches ROUGE-L 0.5 against the target, with its Wilson interval. It says how typical the edit of
+# §2 is.
 
 # %%
 folder = Path(results_dir) / recorded_run
@@ -212,7 +221,8 @@ if rec_rows:
          out, "scores_recorded")
     show(lf_plots.locality_bars(recorded_summary, title="recorded locality"), out, "locality_recorded")
     rows = {m: {k: f"{d[k]['value']:.3f} [{d[k]['low']:.3f}, {d[k]['high']:.3f}]"
-                for k in ("prompt.rougeL", "paraphrase.rougeL", "prompt.bleu", "prompt.similarity")}
+                for k in ("prompt.rougeL", "prompt.reproduced", "paraphrase.rougeL", "prompt.bleu",
+                          "prompt.similarity")}
             for m, d in recorded_summary["methods"].items()}
     for e in provenance:
         if e.get("event") == "start":
@@ -285,7 +295,8 @@ claims_frame(claims)[["ours", "low", "high", "n", "verdict", "evidence"]]
 # %%
 bluebook.runs.write_metrics(out, {
     "model": model_name, "window": window, "n_live": len(records), "methods": methods,
-    "first_edit": {"layers": list(res.layers), "windows": len(ws), "rougeL": table.to_dict()},
+    "first_edit": {"case_id": req.case_id, "layers": list(res.layers), "windows": len(ws),
+                   "rougeL": table.to_dict()},
     "live": live, "recorded": recorded_summary, "recorded_rows": len(rec_rows),
     "equal_total": budget_summary, "equal_total_rows": len(eq_rows),
     "claims": claims,

@@ -34,12 +34,15 @@ from bluebook.metrics.longform import (
 )
 from bluebook.runs import append_jsonl, jsonable, read_jsonl, write_json
 
-__all__ = ["LONGFORM_METHODS", "SCORED", "run_longform", "read_rows", "read_run", "summarize_longform",
+__all__ = ["LONGFORM_METHODS", "SCORED", "REPRODUCED", "run_longform", "read_rows", "read_run", "summarize_longform",
            "longform_claims", "export_longform_run"]
 
 LONGFORM_METHODS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue")
 SCORED = (*TEXT_METRICS, "similarity")
 """Per prompt kind (``prompt``, ``paraphrase``): the text metrics and the embedded-scorer similarity."""
+REPRODUCED = 0.5
+"""ROUGE-L against the target at which a greedy answer counts as reproducing most of it: the
+summary's ``<kind>.reproduced`` is the share of records at or above it (Wilson interval)."""
 
 
 def _budget(tok, req, max_new_tokens) -> int:
@@ -260,7 +263,9 @@ def _common_ids(rows, methods):
 
 def summarize_longform(rows: list[dict]) -> dict:
     """Per method: every score's mean with its 95 % interval over the records all methods finished
-    (bootstrap; Wilson for the unchanged-continuation rate), the edit time and the number of records."""
+    (bootstrap), the share of records whose answer reproduces most of the target
+    (``<kind>.reproduced``: ROUGE-L ≥ :data:`REPRODUCED`, Wilson), the unchanged-continuation rate on
+    unrelated prompts (Wilson), the edit time and the number of records."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     ids = _common_ids(rows, methods)
     out = {"n_records": len(ids), "methods": {}}
@@ -269,6 +274,8 @@ def summarize_longform(rows: list[dict]) -> dict:
         for kind in ("prompt", "paraphrase"):
             for metric in SCORED:
                 d[f"{kind}.{metric}"] = bootstrap_mean(_values(rows, m, kind, metric, ids)).as_dict()
+            hits = [None if v is None else float(v >= REPRODUCED) for v in _values(rows, m, kind, "rougeL", ids)]
+            d[f"{kind}.reproduced"] = interval(hits).as_dict()
         if m != "none":
             d["locality.rougeL"] = bootstrap_mean(_values(rows, m, "locality", "rougeL", ids)).as_dict()
             unchanged = [x["unchanged"] for r in rows if r["method"] == m and r["case_id"] in set(ids)

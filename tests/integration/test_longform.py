@@ -258,3 +258,26 @@ def test_longform_cli_budget_gives_blue_half_the_per_window_steps_of_its_base(tm
     assert {r["method"]: r.get("steps_cap") for r in old_rows} == {"none": None, "memit": 4, "memit_blue": 2}
     assert main(["longform", "--model", "tiny-llama", "--hparams", "gpt2-xl", "--budget", "equal_total",
                  "--out", str(tmp_path / "x"), "--quiet"]) == 2
+
+
+def test_summary_counts_the_records_whose_answer_reproduces_the_target():
+    """``prompt.reproduced``: the share of records at ROUGE-L ≥ 0.5 (the threshold itself counts),
+    with the Wilson interval written out by hand (the summary keeps 4 digits)."""
+    from bluebook.experiments.longform import REPRODUCED, SCORED
+    assert REPRODUCED == 0.5
+
+    def row(case, method, rl):
+        scores = {k: {m: rl if m == "rougeL" else 0.0 for m in SCORED} for k in ("prompt", "paraphrase")}
+        return {"case_id": case, "method": method, "scores": scores, "edit_seconds": 1.0,
+                "locality": [{"rougeL": 1.0, "unchanged": 1.0}]}
+    rows = [row(c, "memit", rl) for c, rl in enumerate([0.6, 0.4, 0.5, 0.49])]
+    rows += [row(c, "none", 0.1) for c in range(4)]
+    got = summarize_longform(rows)["methods"]
+    k, n, z = 2, 4, 1.959963984540054
+    p = k / n
+    centre, half = (p + z * z / (2 * n)), z * (p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5
+    lo, hi = (centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n)
+    rep = got["memit"]["prompt.reproduced"]
+    assert rep["value"] == pytest.approx(0.5) and rep["n"] == 4
+    assert rep["low"] == pytest.approx(lo, abs=1e-4) and rep["high"] == pytest.approx(hi, abs=1e-4)   # 4 digits kept
+    assert got["none"]["prompt.reproduced"]["value"] == 0.0
