@@ -8,6 +8,10 @@
 #   bash scripts/recorded_runs.sh counterfact   # or zsre
 #   bash scripts/recorded_runs.sh counterfact dynamic   # beyond the paper (notebook 10): the
 #       <base>_blue_dynamic columns, in the same folder, on the same records and batches
+#   N=200 BASE=memit bash scripts/recorded_runs.sh counterfact dynamic_pair   # a shorter run of
+#       its own (<dataset>_n<N>_b100) holding <base>_blue_dynamic and fixed <base>_blue side by side,
+#       then the unedited model: the dynamic-vs-fixed comparison at N edits where the long run's
+#       dynamic column would not fit in the time at hand (N overrides the dataset's size)
 #   bash scripts/recorded_runs.sh counterfact fair      # the base columns again at an equal total
 #       v* budget (--budget equal_total: the base's one optimisation gets 50 steps), in a folder of
 #       their own (<dataset>_n<N>_b100_equal_total). BLUE's columns are not run again: under that
@@ -21,8 +25,8 @@ WHAT=${2:-paper}
 RUNS=${RUNS:-$HOME/bluebook-runs}
 PY=${PY:-.venv/bin/python}
 case "$DATASET" in
-  counterfact) N=1000; EXTRA="--generation --fluency-records 100 --fluency-prompts 2" ;;
-  zsre) N=500; EXTRA="" ;;
+  counterfact) N=${N:-1000}; EXTRA="--generation --fluency-records 100 --fluency-prompts 2" ;;
+  zsre) N=${N:-500}; EXTRA="" ;;
   *) echo "dataset must be counterfact or zsre" >&2; exit 2 ;;
 esac
 OUT=$RUNS/${DATASET}_n${N}_b100
@@ -44,6 +48,13 @@ fi
 if [ "$WHAT" = dynamic ]; then
   nohup $PY -m bluebook $COMMON --methods memit_blue_dynamic > "$OUT.d1.log" 2>&1 &
   nohup $PY -m bluebook $COMMON --methods alphaedit_blue_dynamic > "$OUT.d2.log" 2>&1 &
+  echo "started; logs in $OUT.d{1,2}.log"
+  exit 0
+fi
+if [ "$WHAT" = dynamic_pair ]; then
+  BASE=${BASE:-memit}
+  nohup $PY -m bluebook $COMMON --methods "${BASE}_blue_dynamic" > "$OUT.d1.log" 2>&1 &
+  nohup sh -c "$PY -m bluebook $COMMON --methods ${BASE}_blue && $PY -m bluebook $COMMON --methods none" > "$OUT.d2.log" 2>&1 &
   echo "started; logs in $OUT.d{1,2}.log"
   exit 0
 fi
