@@ -47,7 +47,7 @@ target_steps = None          # v* steps per optimisation; None: the preset's (25
 bare_templates = True        # CI speed-up: optimise v* on the bare prompt only (False: preset templates)
 n_neighborhood = 3           # neighbourhood prompts scored per request (0: all)
 results_dir = "../results/sequential"
-runs_to_show = ["counterfact_n1000_b100", "zsre_n500_b100"]
+runs_to_show = ["counterfact_n1000_b100", "counterfact_n200_b100", "zsre_n500_b100"]
 seed = 0
 device = "auto"
 output_dir = "artifacts/10"
@@ -196,8 +196,12 @@ claims_frame(claims)[["ours", "low", "high", "n", "verdict"]]
 #
 # The long sequential runs of notebook 09 (batches of 100, every record scored on the final model)
 # can carry a `<base>_blue_dynamic` column beside `<base>_blue`, on the same records and batches:
-# `python -m bluebook replicate ... --methods memit_blue_dynamic --out <the same run folder>`. This
-# section reads whatever has been recorded and never reads past a run's last evaluation point.
+# `python -m bluebook replicate ... --methods memit_blue_dynamic --out <the same run folder>`. Where
+# that would not fit in the time at hand, a shorter run of its own holds the dynamic column and its
+# fixed partner, recomputed side by side on the same first records (`counterfact_n200_b100`:
+# `N=200 bash scripts/recorded_runs.sh counterfact dynamic_pair`). Where two runs answer the same
+# question, the verdict takes the one measured on more records. This section reads whatever has
+# been recorded and never reads past a run's last evaluation point.
 
 # %%
 recorded, rec_layers, rec_rows = {}, {}, []
@@ -211,7 +215,7 @@ for name in runs_to_show:
     if not dyn_methods:
         print(f"{name}: no dynamic-BLUE column recorded yet (methods: {', '.join(run.methods)})")
         continue
-    recorded.update(verdicts.recorded_dynamic_vs_fixed(run))
+    recorded = verdicts.largest_sample(recorded, verdicts.recorded_dynamic_vs_fixed(run))
     for m in dyn_methods:
         fixed_m = m[: -len("_dynamic")]
         rec_layers[f"{name}: {m}"] = verdicts.chosen_layers(folder, m)

@@ -363,6 +363,19 @@ def recorded_dynamic_vs_fixed(run, metrics=METRICS) -> dict:
     return out
 
 
+def largest_sample(*claim_sets: dict) -> dict:
+    """One claim per name from several recorded runs that measure the same question (a long run
+    and a shorter one of its own, say): the one measured on the most records; a measured claim
+    beats one with no value yet, and on a tie the earlier set wins."""
+    out = {}
+    for claims in claim_sets:
+        for name, c in claims.items():
+            old = out.get(name)
+            if old is None or (c["ours"] is not None and (old["ours"] is None or (c["n"] or 0) > (old["n"] or 0))):
+                out[name] = c
+    return out
+
+
 def chosen_layers(run_folder, method: str) -> list[list[int]]:
     """The layers ``method`` updated in each batch of a replicate run folder (``progress.json``)."""
     import json

@@ -6,7 +6,7 @@ import pytest
 
 from bluebook.experiments import verdicts
 from bluebook.experiments.paper import paper_difference
-from bluebook.metrics.claims import check_claims
+from bluebook.metrics.claims import check_claims, claim
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,3 +107,19 @@ def test_budget_note_reads_caps_and_steps_from_the_run_files(tmp_path):
     assert note.startswith("v* budget: same cap per optimisation (caps memit_blue 25, memit 25)")
     assert "steps per request memit_blue 18.5, memit 22.5" in note and "at the cap 25 % / 50 %" in note
     assert budget_note(tmp_path, "alphaedit", "alphaedit_blue") == ""          # nothing recorded: no note
+
+
+def test_largest_sample_keeps_the_claim_measured_on_the_most_records():
+    long_unmeasured = {"q1": claim("p", None, None, None, "inconclusive", "recorded", "not reached yet"),
+                       "q2": claim("p", 1.0, [0.5, 1.5], 500, "agrees", "recorded", "long run"),
+                       "q3": claim("p", -2.0, [-3.0, -1.0], 200, "disagrees", "recorded", "long run")}
+    short = {"q1": claim("p", -1.0, [-2.0, 0.5], 200, "inconclusive", "recorded", "short run"),
+             "q2": claim("p", 3.0, [2.0, 4.0], 200, "agrees", "recorded", "short run"),
+             "q3": claim("p", 0.0, [-1.0, 1.0], 200, "inconclusive", "recorded", "short run"),
+             "q4": claim("p", None, None, None, "inconclusive", "recorded", "short, not reached")}
+    got = verdicts.largest_sample(long_unmeasured, short)
+    assert got["q1"]["note"] == "short run"        # measured beats not measured
+    assert got["q2"]["note"] == "long run"         # 500 records beat 200
+    assert got["q3"]["note"] == "long run"         # a tie keeps the earlier set
+    assert got["q4"]["ours"] is None               # only one set has it
+    assert verdicts.largest_sample(short, long_unmeasured)["q2"]["note"] == "long run"   # order does not matter for n
