@@ -2,8 +2,9 @@
 
 Keys are averaged over context templates as the reference does: mean within each template group,
 then mean of the group means (``k = ½ k("{}") + ½ mean(k over the prefixed templates)`` for the
-standard two groups). The "current" hidden state of a request at layer ``l`` is block ``l``'s
-output at the subject's last token of the bare prompt.
+standard two groups). The "current" hidden state of a request at layer ``l`` is the output of the
+edit space at ``l`` (block ``l``'s output; for a post-norm family its MLP output, ``ModelSpec.out``)
+at the subject's last token of the bare prompt.
 """
 from __future__ import annotations
 
@@ -60,9 +61,7 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
             owner.append(j)
             tmpl_id.append(-1)
 
-    if tok.padding_side != "right":
-        raise ValueError("read_states expects a right-padding tokenizer (tok.padding_side='right')")
-    pad = pad_id(tok)
+    pad = pad_id(tok)     # padding is built here from ids: the tokenizer's own padding side is never used
     seqs = [ids[:i + 1] for ids, i in zip(tok(texts)["input_ids"], idxs)]
     groups_by_len = length_groups([len(q) for q in seqs])
     order = [q for g in groups_by_len for q in g]
@@ -73,7 +72,7 @@ def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_l
         start += len(g)
 
     names_in = [spec.proj_name(l) for l in key_layers]
-    names_out = [spec.block_name(l) for l in hidden_layers]
+    names_out = [spec.out_name(l) for l in hidden_layers]
     deepest = max(key_layers + hidden_layers)
     stop = spec.block_name(deepest)
     n = len(requests)

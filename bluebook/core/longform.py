@@ -168,7 +168,7 @@ def optimize_long_plain(model, tok, req: EditRequest, layer: int, cfg: TargetCon
     cfg = cfg or TargetConfig()
     _check_cfg(cfg)
     device, dt = model_device(model), target_dtype(model)
-    block = spec_for(model).block_name(layer)
+    block = spec_for(model).out_name(layer)   # the edit space (ModelSpec.out)
     d = model.get_input_embeddings().weight.shape[1]
     done: list[tuple[int, torch.Tensor]] = []            # (key position, δ) of the windows optimised so far
     rows = []
@@ -202,7 +202,7 @@ def optimize_long_cached(model, tok, req: EditRequest, layer: int, cfg: TargetCo
     cfg = cfg or TargetConfig()
     _check_cfg(cfg)
     device, dt = model_device(model), target_dtype(model)
-    block = spec_for(model).block_name(layer)
+    block = spec_for(model).out_name(layer)   # the edit space (ModelSpec.out)
     kw = cache_kwarg(model.base_model)
     d = model.get_input_embeddings().weight.shape[1]
     done: list[tuple[int, torch.Tensor]] = []
@@ -278,7 +278,7 @@ def read_long_states(model, tok, requests, window: int, key_layers=(), hidden_la
     hidden_layers = check_layers(model, hidden_layers, field="hidden_layers") if hidden_layers else []
     spec, device, dt = spec_for(model), model_device(model), target_dtype(model)
     names_in = [spec.proj_name(l) for l in key_layers]
-    names_out = [spec.block_name(l) for l in hidden_layers]
+    names_out = [spec.out_name(l) for l in hidden_layers]
     stop = spec.block_name(max(key_layers + hidden_layers))
     keys = {l: [] for l in key_layers}
     hidden = {l: [] for l in hidden_layers}

@@ -2,7 +2,8 @@
 
 :func:`optimize_target_plain` is the canonical implementation, written to be read next to the
 paper: for one request, every step runs every prompt through the whole model with δ added to
-block ``l``'s output at the subject's last token, computes the loss of
+block ``l``'s output (the edit space, ``ModelSpec.out``: the MLP output for a post-norm family) at
+the subject's last token, computes the loss of
 :mod:`bluebook.core.objective`, and takes one ``torch.optim.Adam`` step. :func:`optimize_targets`
 runs it for a batch (``TargetConfig.engine="plain"``) or hands the batch to the fast engine
 (:mod:`bluebook.fast.targets`, ``engine="fast"``, the default), an exact alternative tested equal to it.
@@ -41,7 +42,7 @@ def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetC
     rewrite_rows = [r for r, k in enumerate(rows.kind) if k == "rw"]
     kl_row = rows.kind.index("kl")
     labels = torch.tensor(rows.labels[rewrite_rows[0]], device=device)     # the same target tokens in every row
-    block = spec_for(model).block_name(layer)
+    block = spec_for(model).out_name(layer)        # the edit space (ModelSpec.out)
 
     delta = torch.zeros(model.get_input_embeddings().weight.shape[1], device=device, dtype=dt, requires_grad=True)
     opt = torch.optim.Adam([delta], lr=cfg.lr)

@@ -31,6 +31,7 @@ from bluebook.core.templates import context_templates
 from bluebook.data import as_requests
 from bluebook.editor.result import EditResult
 from bluebook.editor.state import SequentialState
+from bluebook.model.contract import check_edit_space
 from bluebook.model.device import check_materialized
 from bluebook.model.loading import model_fingerprint
 from bluebook.model.specs import check_layers, proj_weight, spec_for
@@ -177,6 +178,7 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
         cfg = long_cfg
     rule = distribution or method.distribution
     crit, plan = critical_and_plan(model, method, cfg, rule)
+    check_edit_space(model, plan)         # Δk lands where v* and h are measured (model.contract)
     state = _prepare_state(model, method, state)
     wdtype = proj_weight(model, plan[0]).dtype
     if wdtype in (torch.float16, torch.bfloat16):

@@ -2,11 +2,13 @@
 
 What changes is only where the arithmetic is spent, never what is computed:
 
-* **Prefix cache.** δ is added to block ``l``'s output at the subject's last token, so (causal
+* **Prefix cache.** δ is added to block ``l``'s output (or, for a post-norm family, its MLP output:
+  ``ModelSpec.out``) at the subject's last token, so (causal
   attention) every position before it is the same at every step. Those positions run once and are
   kept as a key/value cache; context templates shared by several requests run their common stem once.
 * **Block skipping.** The suffix positions' states at and below block ``l`` do not depend on δ
-  either: the first step records block ``l``'s output and later steps run only the blocks above it.
+  either: the first step records block ``l``'s output and later steps run only the blocks above it
+  (where δ is added to the block output itself).
 * **Scored positions only.** The output head runs only where the loss reads logits.
 * **Suffix groups.** Rows are grouped by suffix length (little padding); as requests stop early
   the groups are rebuilt from the rows still optimised (``TargetConfig.regroup_below``).
@@ -28,7 +30,7 @@ from bluebook.core.objective import TargetResult, build_rows, target_dtype
 from bluebook.fast.prefix_cache import PrefixCache
 from bluebook.model.device import model_device
 from bluebook.model.hooks import edit_output
-from bluebook.model.specs import get_module, spec_for
+from bluebook.model.specs import get_module, output_logits, spec_for
 from bluebook.model.tokens import pad_id
 
 # torch.optim.Adam's defaults, which the plain loop uses
@@ -61,11 +63,12 @@ def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
     t_start = time.perf_counter()
     cache = PrefixCache(model, rows, pad_id(tok), device)
     timing = {"requests": n, "prefix_seconds": time.perf_counter() - t_start, "step_seconds": [], "step_active": []}
-    head = model.get_output_embeddings()
-    block = spec_for(model).block_name(layer)
-    # Blocks at and below ``layer`` can be skipped after the first step when they return bare tensors
-    # (transformers >= 5); otherwise every step runs the whole stack (same result, slower).
-    skippable = blocks_return_tensors(model, layer)
+    spec = spec_for(model)
+    block = spec.out_name(layer)          # the edit space: block ``layer``'s output, or its MLP's (ModelSpec.out)
+    # Blocks at and below ``layer`` can be skipped after the first step when δ is added to the block
+    # output itself and blocks return bare tensors (transformers >= 5); otherwise every step runs the
+    # whole stack (same result, slower).
+    skippable = spec.edits_residual_stream and blocks_return_tensors(model, layer)
 
     # Flat index tensors over every logit the loss reads ("entries"), built once.
     n_rw = [0] * n
@@ -153,7 +156,7 @@ def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
             er, ep, el, ew, ewt, eq = e_row[em], e_pos[em], e_lab[em], e_w[em], e_wt[em], e_req[em]
             kr = kl_rows[active]
             sel = torch.cat([hs[local_row[er], ep], hs[local_row[kr], 0]], 0)
-            logp = F.log_softmax(head(sel).to(dt), -1)
+            logp = F.log_softmax(output_logits(model, sel).to(dt), -1)
             n_e = er.numel()
             lp = logp[:n_e].gather(1, el[:, None]).squeeze(1)
             na = active.numel()

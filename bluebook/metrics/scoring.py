@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from bluebook.model.device import eval_mode, model_device
+from bluebook.model.specs import output_logits
 from bluebook.model.tokens import pad_id, right_pad
 
 __all__ = ["continuation_nll", "token_accuracy", "joint_tokenization_agrees", "prefix_ids", "continuation_ids",
@@ -58,18 +59,18 @@ def logits_at(model, ids: torch.Tensor, mask: torch.Tensor, spans) -> list[torch
 
     ``spans`` holds one ``(start_r, len_r)`` per row of ``ids``. The output head runs only at those
     positions (it is the largest matrix of a small model); models whose logits are post-processed
-    beyond the head (soft-capping, scaling) get a full forward.
+    beyond the head in a way :func:`~bluebook.model.specs.output_logits` does not repeat (a logit
+    scale) get a full forward.
     """
     cfg = getattr(model, "config", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if (cfg is None or head is None or not hasattr(model, "base_model")
-            or getattr(cfg, "final_logit_softcapping", None) or getattr(cfg, "logit_scale", None)):
+    if cfg is None or head is None or not hasattr(model, "base_model") or getattr(cfg, "logit_scale", None):
         logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
         return [logits[r, a:a + n] for r, (a, n) in enumerate(spans)]
     hidden = model.base_model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     rows = torch.cat([torch.arange(a, a + n) for a, n in spans]).to(hidden.device)
     owner = torch.cat([torch.full((n,), r) for r, (a, n) in enumerate(spans)]).to(hidden.device)
-    out = head(hidden[owner, rows])
+    out = output_logits(model, hidden[owner, rows])
     return list(out.split([n for _, n in spans]))
 
 

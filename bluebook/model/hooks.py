@@ -108,8 +108,9 @@ def edit_output(model: torch.nn.Module, name: str, fn: Callable[[torch.Tensor], 
 @contextlib.contextmanager
 def add_to_block(model: torch.nn.Module, layer: int, rows: torch.Tensor, positions: torch.Tensor,
                  vectors: torch.Tensor):
-    """Add ``vectors[i]`` to block ``layer``'s output at ``(rows[i], positions[i])``."""
-    name = spec_for(model).block_name(layer)
+    """Add ``vectors[i]`` to the edit space of ``layer`` (block ``layer``'s output, or its MLP output
+    for a post-norm family: ``ModelSpec.out``) at ``(rows[i], positions[i])``."""
+    name = spec_for(model).out_name(layer)
 
     def fn(h):
         add = torch.zeros_like(h)

@@ -16,6 +16,15 @@ class ModelSpec:
     ``proj`` is the edited MLP output projection (keys are its input, values its output);
     ``transposed`` is True when its weight is stored ``(m, d)`` (GPT-2's ``Conv1D``) instead of
     ``nn.Linear``'s ``(d, m)``.
+
+    ``out`` names the module whose output is the **edit space**: where v* is optimised and the
+    current hidden state ``h`` is read. The closed form assumes that an update ``Δ`` written into
+    ``proj`` moves that output by exactly ``Δk`` at the key's position. In a pre-norm decoder
+    (GPT-2, GPT-J, Llama, Mistral, Qwen) the MLP output is added straight into the residual stream,
+    so the block output is that space (``out=None``). Gemma-2/3 normalise the MLP output
+    (``post_feedforward_layernorm``) before it joins the residual stream: there ``Δk`` moves the
+    block output by something else, and the edit space is the MLP's own output, before the norm.
+    :func:`bluebook.model.contract.write_space_error` measures the assumption on a real model.
     """
 
     family: str
@@ -27,9 +36,19 @@ class ModelSpec:
     embed: str
     transposed: bool
     n_layers_attr: str = "num_hidden_layers"
+    out: str | None = None
 
     def block_name(self, layer: int) -> str:
         return self.block.format(layer)
+
+    def out_name(self, layer: int) -> str:
+        """The module whose output is the edit space at ``layer`` (the block itself unless ``out`` says otherwise)."""
+        return (self.out or self.block).format(layer)
+
+    @property
+    def edits_residual_stream(self) -> bool:
+        """True when the edit space is the block output (the residual stream), False for post-norm MLPs."""
+        return self.out is None
 
     def proj_name(self, layer: int) -> str:
         return self.proj.format(layer)
@@ -47,8 +66,14 @@ _GPTJ = ModelSpec("gptj", "transformer.h.{}", "transformer.h.{}.mlp", "transform
                   "transformer.h.{}.mlp.fc_out", "transformer.ln_f", "transformer.wte", False, "n_layer")
 _LLAMA = ModelSpec("llama", "model.layers.{}", "model.layers.{}.mlp", "model.layers.{}.self_attn",
                    "model.layers.{}.mlp.down_proj", "model.norm", "model.embed_tokens", False)
+# Gemma-2/3: Llama's module names, but the MLP output passes post_feedforward_layernorm before the
+# residual sum, so v* and h live at the MLP output (see ModelSpec).
+_GEMMA = ModelSpec("gemma", "model.layers.{}", "model.layers.{}.mlp", "model.layers.{}.self_attn",
+                   "model.layers.{}.mlp.down_proj", "model.norm", "model.embed_tokens", False,
+                   out="model.layers.{}.mlp")
 
-#: ``config.model_type`` -> spec. Llama-family decoders share one layout.
+#: ``config.model_type`` -> spec. Each entry is held to the edit-space contract by a test on a
+#: small random model of that type (tests/unit/test_families.py).
 SPECS: dict[str, ModelSpec] = {
     "gpt2": _GPT2,
     "gptj": _GPTJ,
@@ -56,8 +81,8 @@ SPECS: dict[str, ModelSpec] = {
     "mistral": _LLAMA,
     "qwen2": _LLAMA,
     "qwen3": _LLAMA,
-    "gemma3_text": _LLAMA,
-    "gemma2": _LLAMA,
+    "gemma2": _GEMMA,
+    "gemma3_text": _GEMMA,
 }
 
 
@@ -127,3 +152,14 @@ def math_weight(model, layer: int) -> torch.Tensor:
 
 def key_dim(model, layer: int = 0) -> int:
     return math_weight(model, layer).shape[1]
+
+
+def output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The model's logits from final hidden states (after the final norm): the output head, then the
+    family's post-processing, as the model's own forward applies it (Gemma-2's
+    ``final_logit_softcapping``: ``c · tanh(logits / c)``). For running the head at a few positions only."""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

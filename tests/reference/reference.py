@@ -16,11 +16,20 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-# module names per architecture (algorithms.md §8): transformer block, edited MLP output projection
+# module names per architecture (algorithms.md §8): the module whose output is where v* is added and
+# h is read (the space the edited projection writes into unchanged), and the edited MLP output
+# projection. Pre-norm decoders add the MLP output straight into the residual stream, so that is the
+# block; Gemma-2/3 normalise the MLP output first (post_feedforward_layernorm), so it is the MLP.
+_DECODER = ("model.layers.{}", "model.layers.{}.mlp.down_proj")
 ARCH = {
     "gpt2": ("transformer.h.{}", "transformer.h.{}.mlp.c_proj"),
     "gptj": ("transformer.h.{}", "transformer.h.{}.mlp.fc_out"),
-    "llama": ("model.layers.{}", "model.layers.{}.mlp.down_proj"),
+    "llama": _DECODER,
+    "mistral": _DECODER,
+    "qwen2": _DECODER,
+    "qwen3": _DECODER,
+    "gemma2": ("model.layers.{}.mlp", "model.layers.{}.mlp.down_proj"),
+    "gemma3_text": ("model.layers.{}.mlp", "model.layers.{}.mlp.down_proj"),
 }
 
 

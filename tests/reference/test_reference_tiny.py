@@ -17,14 +17,18 @@ import torch
 import bluebook
 
 import reference as ref
-from ref_support import random_token_moments, rel
+from ref_support import family_model, random_token_moments, rel
 
-FAMILIES = ("tiny-gpt2", "tiny-gptj", "tiny-llama")
+# the three shipped tiny models, and a small random model of every other family bluebook accepts
+FAMILIES = ("tiny-gpt2", "tiny-gptj", "tiny-llama", "mistral", "qwen2", "qwen3", "gemma2", "gemma3_text")
 METHODS = ("memit", "memit_blue", "alphaedit", "alphaedit_blue")
 N_LAYERS, LAYERS = 5, (1, 2, 3)
 HP = ref.TargetHP(steps=6, lr=0.5)
 LAM, ALPHA, ALPHA_BLUE = 50.0, 0.1, 0.3
 E2E_TOL = 1e-8
+# Gemma-2's attention takes its softmax in float32 even in a float64 model, so two ways of batching
+# the same positions (bluebook's prefix cache, the reference's full passes) agree to float32 round-off
+E2E_TOL_FAMILY = {"gemma2": 1e-6}
 LOOP_TOL = 1e-8
 TEMPLATES = (("{}",), ("The weather was fine. {}", "Therefore, {}", "Because of this, {}"))
 REQUESTS = (
@@ -45,7 +49,7 @@ def hparams(threshold):
 @functools.lru_cache(maxsize=None)
 def family_setup(family):
     torch.manual_seed(0)
-    model, tok = bluebook.tiny_model(family, n_layers=N_LAYERS)
+    model, tok = family_model(family, n_layers=N_LAYERS)
     model = model.double()
     C = random_token_moments(model, LAYERS)
     # null-space threshold between the two middle eigenvalues of the first layer's C, so that P is
@@ -93,12 +97,12 @@ def test_end_to_end_matches_reference(family, method):
         assert D.norm() > 1e-4 and r.residuals[l].norm() > 1e-3, "trivial edit"
         assert res.deltas[l].shape == D.shape
         err = rel(res.deltas[l], D)
-        assert err < E2E_TOL, f"layer {l}: Δ differs by {err:.3g}"
+        assert err < E2E_TOL_FAMILY.get(family, E2E_TOL), f"layer {l}: Δ differs by {err:.3g}"
     assert sorted(res.targets) == sorted(r.targets)
     for l, (Z, steps) in r.targets.items():
         assert res.targets[l].steps == steps
         err = rel(res.targets[l].z.T, Z)
-        assert err < E2E_TOL, f"v* at layer {l} differs by {err:.3g}"
+        assert err < E2E_TOL_FAMILY.get(family, E2E_TOL), f"v* at layer {l} differs by {err:.3g}"
     first = plan(method)[0]            # read on the unedited model: only round-off apart
     assert rel(res.keys[first], r.keys[first]) < LOOP_TOL
 
@@ -132,7 +136,7 @@ def test_alphaedit_second_batch_uses_accumulated_keys(method):
     """Two sequential batches: after the first, C_p = K Kᵀ with keys read on the edited model."""
     family = "tiny-llama"
     _, tok, C, _ = family_setup(family)
-    model, _ = bluebook.tiny_model(family, n_layers=N_LAYERS)   # a private copy: this test edits it
+    model, _ = family_model(family, n_layers=N_LAYERS)   # a private copy: this test edits it
     model = model.double()
     with torch.no_grad():
         for p, q in zip(model.parameters(), family_setup(family)[0].parameters()):
