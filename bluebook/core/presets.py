@@ -26,6 +26,12 @@ def preset_for(model, method: str | None = None, **overrides) -> EditConfig:
     name = preset_name(model)
     if name is not None:
         return load_preset(name, method, **overrides)
+    return generic_preset(model, method, **overrides)
+
+
+def generic_preset(model, method: str | None = None, **overrides) -> EditConfig:
+    """The generic preset with its critical-layer window scaled to the model's depth (what
+    :func:`preset_for` gives a model without a measured preset)."""
     n = num_layers(model)
     if n <= 2:
         layers = list(range(n))

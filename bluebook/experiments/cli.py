@@ -13,7 +13,7 @@ from bluebook.editor.loop import prepare_stats
 from bluebook.experiments.notebooks import record_notebook, run_all
 from bluebook.experiments.replicate import CheckpointMismatch, replicate, results_table
 from bluebook.metrics.suite import AbilitySuite
-from bluebook.model.loading import load_model, prepare_embedded_model
+from bluebook.model.loading import GGUF_MODELS, load_model, prepare_gguf_model
 
 
 def _count(minimum: int):
@@ -258,10 +258,10 @@ def _params(pairs) -> dict:
     return out
 
 
-def _prepare_preset_stats() -> None:
-    """The embedded model's layer statistics ``C`` at every layer its preset edits, computed once on
-    the unedited model into the cache (about 2 minutes on 2 cores), so the notebooks only read them."""
-    model, tok = load_model("smollm2-135m", progress=False)
+def _prepare_preset_stats(name: str = "smollm2-135m") -> None:
+    """A model's layer statistics ``C`` at every layer its preset edits, computed once on the unedited
+    model into the cache (about 2 minutes on 2 cores for the embedded one), so the notebooks only read them."""
+    model, tok = load_model(name, progress=False)
     t0 = time.perf_counter()
     state = prepare_stats(model, tok, "memit", progress=True)
     print(f"layer statistics for layers {sorted(state.stats)} ready ({time.perf_counter() - t0:.0f} s)")
@@ -274,6 +274,8 @@ def main(argv=None) -> int:
                                         "into the cache (idempotent: a second call only checks them)")
     sp.add_argument("--force", action="store_true", help="convert the model again")
     sp.add_argument("--no-stats", action="store_true", help="only convert the model")
+    sp.add_argument("--model", default="smollm2-135m", choices=sorted(GGUF_MODELS),
+                    help="which wheel-shipped model (gemma3-270m needs its optional wheels; the error says how)")
     sr = sub.add_parser("run-notebooks", help="execute every notebook into an output folder")
     sr.add_argument("--out", default="outputs")
     sr.add_argument("--profile", default="ci", choices=["ci", "full"])
@@ -289,9 +291,13 @@ def main(argv=None) -> int:
     add_longform_cli(sub)
     args = p.parse_args(argv)
     if args.cmd == "prepare":
-        print(prepare_embedded_model(force=args.force))
+        try:
+            print(prepare_gguf_model(args.model, force=args.force))
+        except FileNotFoundError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         if not args.no_stats:
-            _prepare_preset_stats()
+            _prepare_preset_stats(args.model)
     elif args.cmd == "run-notebooks":
         run_all(args.out, args.only, args.profile)
     elif args.cmd == "record-notebook":

