@@ -19,6 +19,7 @@ Tests hold it equal to the plain loop on GPT-2, GPT-J and Llama (float64, to rou
 """
 from __future__ import annotations
 
+import contextlib
 import time
 
 import torch
@@ -64,11 +65,13 @@ def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
     cache = PrefixCache(model, rows, pad_id(tok), device)
     timing = {"requests": n, "prefix_seconds": time.perf_counter() - t_start, "step_seconds": [], "step_active": []}
     spec = spec_for(model)
-    block = spec.out_name(layer)          # the edit space: block ``layer``'s output, or its MLP's (ModelSpec.out)
-    # Blocks at and below ``layer`` can be skipped after the first step when δ is added to the block
-    # output itself and blocks return bare tensors (transformers >= 5); otherwise every step runs the
-    # whole stack (same result, slower).
-    skippable = spec.edits_residual_stream and blocks_return_tensors(model, layer)
+    space = spec.out_name(layer)          # the edit space: block ``layer``'s output, or its MLP's (ModelSpec.out)
+    # After the first step the blocks whose output δ cannot change are skipped: those up to ``layer``
+    # when δ is added to the block output itself, up to ``layer - 1`` when it is added inside block
+    # ``layer`` (a post-norm MLP output). That needs blocks that return bare tensors (transformers >= 5);
+    # otherwise every step runs the whole stack (same result, slower).
+    skip = layer if spec.edits_residual_stream else layer - 1
+    skippable = skip >= 0 and blocks_return_tensors(model, skip)
 
     # Flat index tensors over every logit the loss reads ("entries"), built once.
     n_rw = [0] * n
@@ -138,12 +141,18 @@ def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
                     if first_pass:   # δ = 0 here: h at the subject's last token of the bare prompt is h0
                         is_first = first_rows[row_req[g_rows]] == g_rows
                         h0[row_req[g_rows][is_first]] = h[is_first, 0].detach().to(dt)
-                        if skippable:
+                        if skippable and skip == layer:
                             cache.record(g, h)
                     return torch.cat([h[:, :1] + d_act[owner].to(h.dtype)[:, None, :], h[:, 1:]], 1)
 
-                with edit_output(model, block, inject):
-                    hs_g = cache.forward(model, g, sel, layer)
+                def keep(h, g=g):             # block ``skip``'s output, below the edit space (post-norm)
+                    cache.record(g, h)
+                    return h
+                with contextlib.ExitStack() as hooks:
+                    hooks.enter_context(edit_output(model, space, inject))
+                    if first_pass and skippable and skip != layer:
+                        hooks.enter_context(edit_output(model, spec.block_name(skip), keep))
+                    hs_g = cache.forward(model, g, sel, skip)
                 hs_parts.append(hs_g)
                 hs_rows.append(g_rows)
             S_max = max(h.shape[1] for h in hs_parts)
