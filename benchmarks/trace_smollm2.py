@@ -47,6 +47,14 @@ def _subject_last(trace, kind):
 SHARED_SUBSET = ROOT.parent / "shared" / "data" / "counterfact" / "counterfact_subset.json"
 DEFAULT_OUT = ROOT / "bluebook" / "assets" / "smollm2_tracing.json"
 
+#: model name -> (description in the record, default output file, script that traces it)
+MODELS = {
+    "smollm2-135m": ("smollm2-135m (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to fp32)", DEFAULT_OUT,
+                     "benchmarks/trace_smollm2.py"),
+    "gemma3-270m": ("gemma3-270m (Gemma-3-270m base, Q4_K_M GGUF dequantised to fp32)",
+                    ROOT / "benchmarks" / "results" / "gemma3_tracing.json", "benchmarks/trace_gemma3.py"),
+}
+
 
 def counterfact_items():
     """``(items, source)``: CounterFact requests in file order (bluebook's reader, else the raw JSON)."""
@@ -67,8 +75,9 @@ def _fields(item):
     return item.case_id, item.prompt, item.subject, item.target_true
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, model_name: str = "smollm2-135m", doc: str = __doc__) -> int:
+    description, default_out, script = MODELS[model_name]
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=50, help="known prompts to trace")
     ap.add_argument("--n-samples", type=int, default=3, help="noise draws per prompt")
     ap.add_argument("--seed", type=int, default=0)
@@ -79,14 +88,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1 by default: on a shared 2-core machine more threads ran up to 10x "
                          "slower; 0 leaves torch's default)")
-    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--out", type=Path, default=default_out)
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     t_all = time.perf_counter()
     commit = source_commit()             # the code this process runs: read before any long work
-    model, tok = load_model("smollm2-135m", device="cpu")
+    model, tok = load_model(model_name, device="cpu")
     items, source = counterfact_items()
 
     t0 = time.perf_counter()
@@ -121,7 +130,7 @@ def main(argv=None) -> int:
 
     restored = "one module" if args.window == 1 else f"a window of {args.window} MLP/attention modules"
     record = {
-        "model": "smollm2-135m (SmolLM2-135M-Instruct, Q4_1 GGUF dequantised to fp32)",
+        "model": description,
         "method": "causal tracing (ROME): Gaussian noise on the subject token embeddings, restore the clean "
                   f"output of {restored} (block outputs: one) at the subject's last token, indirect effect = "
                   "p(restored) - p(corrupted)",
@@ -162,7 +171,7 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__,
                      "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d"),
-        "command": "python benchmarks/trace_smollm2.py " + " ".join(
+        "command": f"python {script} " + " ".join(
             _portable(a) for a in (argv if argv is not None else sys.argv[1:])),
         "commit": commit,
         "wall_s": round(runtime, 1),

@@ -1,0 +1,91 @@
+"""Where v* time goes on a large vocabulary (Gemma-3-270m: 262,144 tokens): body vs output head.
+
+Runs the fast v* engine (``bluebook.fast.targets``) on the first N shipped CounterFact requests at
+the preset's last critical layer under ``torch.profiler`` and splits the CPU time of every operator
+by its input shapes: an operator that touches a vocabulary-sized dimension (the output head's
+matmul forward and backward, log-softmax, the KL term and the NLL gather over the 262k logits) is
+"vocabulary"; everything else (the transformer blocks above the edited layer, forward and
+backward, Adam, bookkeeping) is "body". The same run without the profiler gives the wall time per
+request. Writes benchmarks/results/vocab_<model>.json.
+
+    python benchmarks/bench_vocab.py                      # gemma3-270m (optional wheels), 10 requests
+    python benchmarks/bench_vocab.py --model smollm2-135m # the embedded model (49,152 tokens)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from common import peak_rss_mb, write
+from torch.profiler import ProfilerActivity, profile
+
+import bluebook
+from bluebook.core.config import with_overrides
+from bluebook.core.targets import optimize_targets
+from bluebook.core.templates import context_templates
+
+
+def _touches(shapes, v: int) -> bool:
+    return any(isinstance(s, (list, tuple)) and v in s for s in shapes)
+
+
+def breakdown(prof, vocab: int) -> dict:
+    """Self CPU seconds of the profiled block: operators touching a vocab-sized dimension vs the rest."""
+    vocab_s, other_s, top = 0.0, 0.0, []
+    for ev in prof.key_averages(group_by_input_shape=True):
+        s = ev.self_cpu_time_total / 1e6
+        # the token-embedding lookup reads a (vocab, d) table but costs one row per token: body
+        if _touches(ev.input_shapes, vocab) and ev.key not in ("aten::embedding", "aten::index_select"):
+            vocab_s += s
+            top.append((s, ev.key, str(ev.input_shapes)[:120]))
+        else:
+            other_s += s
+    top.sort(reverse=True)
+    return {"vocab_s": vocab_s, "body_and_rest_s": other_s, "vocab_share": vocab_s / (vocab_s + other_s),
+            "top_vocab_ops": [{"s": round(s, 3), "op": k, "shapes": sh} for s, k, sh in top[:8]]}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="gemma3-270m")
+    ap.add_argument("--n", type=int, default=10, help="requests (first n shipped CounterFact records)")
+    ap.add_argument("--steps", type=int, default=10, help="v* steps (early stop off, so every step runs)")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model, tok = bluebook.load_model(args.model, device="cpu", progress=False)
+    vocab = model.get_output_embeddings().weight.shape[0]
+    cfg = bluebook.preset_for(model)
+    tcfg = with_overrides(cfg, target={"steps": args.steps, "early_stop": 0.0}).target
+    L = max(cfg.layers)
+    templates = context_templates(model, tok, fixed=cfg.context_templates)
+    reqs = bluebook.load_counterfact(n=args.n)
+    optimize_targets(model, tok, reqs[:1], L, with_overrides(cfg, target={"steps": 1}).target, templates,
+                     progress=False)  # warm-up
+
+    t0 = time.perf_counter()
+    res = optimize_targets(model, tok, reqs, L, tcfg, templates, progress=False)
+    wall = time.perf_counter() - t0
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        optimize_targets(model, tok, reqs, L, tcfg, templates, progress=False)
+    split = breakdown(prof, vocab)
+    timing = res.timing[0]
+    out = {"model": args.model, "vocab": vocab, "layer": L, "n_requests": args.n, "steps": args.steps,
+           "n_templates": sum(len(g) for g in templates), "target": vars(tcfg),
+           "wall_s": wall, "wall_s_per_request": wall / args.n,
+           "wall_s_per_request_step": wall / (args.n * args.steps),
+           "prefix_s": timing["prefix_seconds"], "first_step_s": timing["step_seconds"][0],
+           "later_steps_s": sum(timing["step_seconds"][1:]),
+           "profiled": split, "peak_rss_mb": peak_rss_mb()}
+    out["vocab_s_per_request"] = split["vocab_s"] / args.n
+    print({k: v for k, v in out.items() if k != "profiled"}, flush=True)
+    print({k: v for k, v in split.items() if k != "top_vocab_ops"}, flush=True)
+    for row in split["top_vocab_ops"]:
+        print(row, flush=True)
+    write(f"vocab_{args.model.replace('-', '_')}", out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
