@@ -1,9 +1,9 @@
-"""Print the README's status section for the recorded sequential runs in ``results/sequential/``:
+"""Print the status section of ``results/sequential/README.md`` for the recorded sequential runs there:
 how far each method got, time and memory per batch, every evaluation point reached (with 95 %
 intervals) and the unedited model's baseline. Regenerate it after exporting a sitting's runs:
 
-    python scripts/recorded_status.py > /tmp/status.md    # then paste between the README markers
-    python scripts/recorded_status.py --write              # or replace the README section in place
+    python scripts/recorded_status.py > status.md      # then paste between the markers
+    python scripts/recorded_status.py --write          # or replace the section in place
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from bluebook.experiments import curves, verdicts  # noqa: E402
 from bluebook.experiments.tables import COLUMNS  # noqa: E402
 
 START, END = "<!-- recorded-status:start -->", "<!-- recorded-status:end -->"
+HEAD_START, HEAD_END = "<!-- headline:start -->", "<!-- headline:end -->"
+FIGURE = ROOT / "docs" / "figures" / "headline_forest.png"
 NAMES = {"counterfact": "CounterFact", "zsre": "zsRE"}
 
 
@@ -129,22 +131,48 @@ def comparisons(root: Path) -> list[str]:
     return lines
 
 
+def headline(results: Path) -> str:
+    """The top-level README's headline rows: the scorecard of the committed recorded evidence."""
+    from bluebook.experiments.notebooks import recorded_index
+    from bluebook.experiments.scorecard import headline_lines
+
+    return "\n".join(headline_lines(recorded_index(results)))
+
+
+def draw_headline(results: Path, target: Path = FIGURE) -> Path:
+    """The README's headline figure: every recorded paired BLUE − base difference, both budget rules."""
+    from bluebook.plots.curves import paired_forest
+
+    fig = paired_forest(verdicts.recorded_comparisons(results / "sequential"),
+                        title="BLUE − base on the same records (recorded runs, SmolLM2-135M)")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=110)
+    return target
+
+
+def replace_section(path: Path, start: str, end: str, text: str) -> None:
+    s = path.read_text()
+    if start not in s or end not in s:
+        raise SystemExit(f"{path} has no {start} ... {end} markers")
+    head, rest = s.split(start, 1)
+    _, tail = rest.split(end, 1)
+    path.write_text(head + start + "\n" + text + "\n" + end + tail)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=ROOT / "results" / "sequential")
-    ap.add_argument("--write", action="store_true", help="replace the section between the README markers")
+    ap.add_argument("--write", action="store_true",
+                    help="replace the sections between the markers of results/sequential/README.md and of the "
+                         "top-level README (headline rows), and redraw the headline figure")
     args = ap.parse_args(argv)
     text = status(args.root)
     if not args.write:
         print(text)
         return 0
-    readme = ROOT / "README.md"
-    s = readme.read_text()
-    if START not in s or END not in s:
-        raise SystemExit(f"README.md has no {START} ... {END} markers")
-    head, rest = s.split(START, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(head + START + "\n" + text + "\n" + END + tail)
+    replace_section(ROOT / "results" / "sequential" / "README.md", START, END, text)
+    replace_section(ROOT / "README.md", HEAD_START, HEAD_END, headline(args.root.parent))
+    draw_headline(args.root.parent)
     return 0
 
 

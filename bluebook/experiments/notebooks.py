@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from bluebook.experiments.scorecard import GROUPS, report_lines
+from bluebook.experiments.verdicts import recorded_comparisons
 from bluebook.metrics.claims import SMALL_SAMPLE
 from bluebook.runs import atomic_write_text, write_json
 
@@ -53,6 +55,8 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, prof
     target.mkdir(parents=True, exist_ok=True)
     params = profile_parameters(path, profile, parameters)
     params["output_dir"] = str(target.resolve())
+    if "interactive" in pm.inspect_notebook(str(path)):
+        params.setdefault("interactive", False)      # no browser attached: forms would show as text
     pm.execute_notebook(str(path), str(target / path.name), parameters=params, kernel_name=kernel,
                         cwd=str(path.parent), execution_timeout=timeout, progress_bar=False)
     mfile = target / "metrics.json"
@@ -87,23 +91,6 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def claims_table(index: dict) -> list[str]:
-    """Markdown lines: one row per claim of every notebook (claim, paper, ours, interval, n,
-    verdict, evidence)."""
-    lines = ["| notebook | claim | the paper says | ours | 95 % interval | n | verdict | evidence |",
-             "|---|---|---|---:|---|---:|---|---|"]
-    counts = {"agrees": 0, "disagrees": 0, "inconclusive": 0}
-    for stem, info in index.items():
-        for name, c in (info["metrics"].get("claims") or {}).items():
-            counts[c["verdict"]] = counts.get(c["verdict"], 0) + 1
-            iv = c.get("interval")
-            lines.append(f"| {stem[:2]} | `{_cell(name)}` | {_cell(c['paper'])} | {_fmt(c['ours'])} | "
-                         f"{_fmt(iv) if iv else '—'} | {_fmt(c.get('n'))} | **{c['verdict']}** | "
-                         f"{c['evidence']}{': ' + _cell(c['note']) if c.get('note') else ''} |")
-    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
-    return [f"{sum(counts.values())} claims: {summary}.", ""] + lines
-
-
 def export_html(executed: Path) -> Path:
     """An HTML copy of an executed notebook beside it (nbconvert's lab template, outputs kept)."""
     import nbformat
@@ -122,9 +109,23 @@ def _figures(folder: Path) -> list[Path]:
     return sorted(figs.glob("*.png"), key=lambda f: (f.stat().st_mtime_ns, f.name)) if figs.exists() else []
 
 
+def group_figures(out: Path, index: dict) -> dict[str, list[str]]:
+    """Per group of the scorecard, the first figure of its first notebook that drew one (a path
+    relative to ``out``)."""
+    figures = {}
+    for name, stems in GROUPS:
+        for stem in index:
+            figs = _figures(out / stem) if stem[:2] in stems else []
+            if figs:
+                figures[name] = [f"{stem}/figures/{figs[0].name}"]
+                break
+    return figures
+
+
 def write_report(out: Path, index: dict, profile: str = "ci") -> Path:
-    """``out/README.md``: the claims table first, then each notebook's figures in order, its time and
-    links to the executed notebook and its HTML export."""
+    """``out/README.md``: the scorecard first (one verdict per claim, grouped by the paper's argument,
+    :mod:`bluebook.experiments.scorecard`), then each notebook's figures in order, its time and links
+    to the executed notebook and its HTML export."""
     from bluebook.runs import machine_info, source_commit
 
     total = sum(i["seconds"] for i in index.values())
@@ -133,11 +134,13 @@ def write_report(out: Path, index: dict, profile: str = "ci") -> Path:
              f"Profile `{profile}`, {len(index)} notebooks in {total / 60:.1f} min on {mach.get('cores')} cores "
              f"({mach.get('cpu')}, torch {mach.get('torch')}, {'CUDA' if mach.get('cuda') else 'CPU'}), commit "
              f"`{str(source_commit())[:12]}`, {time.strftime('%Y-%m-%d %H:%M %Z')}.", "",
-             "Each claim of the paper that a notebook tests, with our number, its 95 % interval and the verdict "
-             "read off that interval. *live*: computed in this run (small samples are labelled as such); "
-             "*recorded*: committed full-size runs, with their provenance in the notebook.", "",
-             "## Claims", ""]
-    lines += claims_table(index)
+             "Each claim of the paper that a notebook tests, once, with our number, its 95 % interval and the "
+             "verdict read off that interval, from the strongest fair evidence: an equal v* budget before another, "
+             "then more records, then a recorded run before this run's (*live*) one. Other measurements of the "
+             "same claim stand beside it as context. Δ marks a difference (BLUE minus its base, direct minus "
+             "distributed, ...).", "",
+             "## Scorecard", ""]
+    lines += report_lines(index, group_figures(out, index))
     lines += ["", "## Notebooks", ""]
     for stem, info in index.items():
         folder = out / stem
@@ -237,3 +240,26 @@ def recorded_claims(stem: str, root: str | Path | None = None) -> dict:
         c["note"] = where + (f"; {own}" if own else "")
         out[name] = c
     return out
+
+
+def recorded_index(results_root: str | Path | None = None) -> dict:
+    """The committed recorded evidence as a notebook index (``{stem: {"metrics": {"claims": …}}}``)
+    for :mod:`bluebook.experiments.scorecard`: each recorded notebook run's claims, and the
+    BLUE-versus-base comparisons of the recorded sequential runs under both v* budget rules (drawn
+    by notebook 09)."""
+    root = Path(results_root) if results_root is not None else RECORDED_DIR.parent
+    index = {}
+    for folder in sorted(p for p in (root / "notebooks").glob("[0-9][0-9]_*") if p.is_dir()):
+        claims = recorded_claims(folder.name, root / "notebooks")
+        if claims:
+            index[folder.name] = {"metrics": {"claims": claims}}
+    seq = {}
+    for row in recorded_comparisons(root / "sequential"):
+        fair = (row.get("rule") or "").startswith("equal total")
+        for metric, c in row["claims"].items():
+            if c.get("ours") is not None:
+                seq[f"{row['dataset']}:{row['blue']}>{row['base']}:{metric}{'_equal_total' if fair else ''}"] = c
+    if seq:
+        index["09_sequential_curves"] = {"metrics": {"claims": seq}}
+    return index
+

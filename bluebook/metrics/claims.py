@@ -52,17 +52,23 @@ def separation_verdict(ours: dict, other: dict, direction: int = 1) -> str:
     return "inconclusive"
 
 
-def claim(paper: str, ours, interval, n: int | None, verdict: str, evidence: str, note: str = "") -> dict:
-    """One entry of ``metrics["claims"]`` (checked: the verdict and the evidence tier are known words)."""
+def claim(paper: str, ours, interval, n: int | None, verdict: str, evidence: str, note: str = "",
+          quantity: str | None = None) -> dict:
+    """One entry of ``metrics["claims"]`` (checked: the verdict and the evidence tier are known words).
+    ``quantity`` names what ``ours`` is when it is not the claimed quantity itself: ``"difference"``
+    (a paired difference), ``"correlation"`` (a rank correlation)."""
     if verdict not in VERDICTS:
         raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
     if evidence not in ("live", "recorded"):
         raise ValueError(f"evidence must be 'live' or 'recorded', got {evidence!r}")
     if interval is not None and (len(interval) != 2 or interval[0] > interval[1]):
         raise ValueError(f"interval must be [low, high], got {interval!r}")
-    return {"paper": paper, "ours": ours, "interval": None if interval is None else [float(interval[0]),
-                                                                                    float(interval[1])],
-            "n": n, "verdict": verdict, "evidence": evidence, "note": note}
+    out = {"paper": paper, "ours": ours, "interval": None if interval is None else [float(interval[0]),
+                                                                                   float(interval[1])],
+           "n": n, "verdict": verdict, "evidence": evidence, "note": note}
+    if quantity is not None:
+        out["quantity"] = quantity
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,7 +109,7 @@ def paired_claim(paper: str, a, b, direction: int = 1, evidence: str = "live", n
     est = paired_difference(list(a), list(b), scale=scale)
     verdict = difference_verdict(est.low, est.high, direction, margin)
     return claim(paper, round(est.value, 6), (est.low, est.high), est.n, verdict, evidence,
-                 _label(note, est.n, evidence))
+                 _label(note, est.n, evidence), quantity="difference")
 
 
 def correlation_claim(paper: str, x, y, direction: int = 1, evidence: str = "live", note: str = "",
@@ -130,7 +136,7 @@ def correlation_claim(paper: str, x, y, direction: int = 1, evidence: str = "liv
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     lo, hi = min(lo, rho), max(hi, rho)
     return claim(paper, round(rho, 6), (lo, hi), int(x.size), difference_verdict(lo, hi, direction), evidence,
-                 _label(note, int(x.size), evidence))
+                 _label(note, int(x.size), evidence), quantity="correlation")
 
 
 def all_hold_claim(paper: str, flags, evidence: str = "live", note: str = "") -> dict:

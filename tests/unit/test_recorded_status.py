@@ -1,4 +1,4 @@
-"""The README's recorded-run section is the one ``scripts/recorded_status.py`` computes from the
+"""The recorded-run section of results/sequential/README.md is the one ``scripts/recorded_status.py`` computes from the
 committed ``results/sequential/`` files: a number there cannot drift from the evidence."""
 import importlib.util
 from pathlib import Path
@@ -15,10 +15,20 @@ def _script():
 
 def test_readme_status_section_matches_the_committed_results():
     mod = _script()
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "results" / "sequential" / "README.md").read_text()
     section = readme.split(mod.START, 1)[1].split(mod.END, 1)[0].strip()
     assert section == mod.status(ROOT / "results" / "sequential").strip(), (
-        "README's recorded-run section is stale: run `python scripts/recorded_status.py --write`")
+        "results/sequential/README.md's recorded-run section is stale: run `python scripts/recorded_status.py --write`")
+
+
+def test_readme_headline_rows_match_the_committed_results():
+    mod = _script()
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(mod.HEAD_START, 1)[1].split(mod.HEAD_END, 1)[0].strip()
+    want = mod.headline(ROOT / "results").strip()
+    assert want.count("\n| `") >= 8          # a headline row per decided group, at least
+    assert section == want, "README's headline rows are stale: run `python scripts/recorded_status.py --write`"
+    assert mod.FIGURE.exists()
 
 
 def test_comparison_cells_carry_value_interval_and_verdict():

@@ -34,11 +34,15 @@ def test_report_opens_with_the_claims_and_keeps_figure_order(tmp_path):
     }
     text = write_report(out, index).read_text()
     head = text.split("## Notebooks")[0]
-    assert "## Claims" in head and "2 claims: 1 agrees, 0 disagrees, 1 inconclusive." in head
-    rows = [line for line in head.splitlines() if line.startswith("| 0")]
-    assert len(rows) == 2
-    assert rows[0].startswith("| 02 | `block` | block \\| effect > 0 | 0.254 |")      # rounded, pipe escaped
-    assert "**agrees**" in rows[0] and "**inconclusive**" in rows[1] and "small live sample (n=4)" in rows[1]
+    assert "## Scorecard" in head
+    assert "2 distinct claims, one verdict each: 1 agrees, 0 disagrees, 1 inconclusive" in head
+    rows = [line for line in head.splitlines() if line.startswith("| `")]
+    assert len(rows) == 3                          # the decided claim twice (headline, group), the other once
+    assert rows[0].startswith("| `block` | block \\| effect > 0 | 0.254 [")      # rounded, pipe escaped
+    assert "**agrees**" in rows[0] and "**inconclusive**" in rows[2] and "small live sample (n=4)" in rows[2]
+    assert "Δ +" in rows[2]                        # a paired difference is labelled as one
+    # one figure per group, the first its notebooks drew
+    assert head.index("## The key–value view and locating") < head.index("02_locating/figures/zeta.png")
     body = text.split("## Notebooks")[1]
     assert body.index("figures/zeta.png") < body.index("figures/alpha.png") < body.index("figures/bars.png")
     assert "[notebook](02_locating/02_locating.ipynb)" in body and "HTML" not in body
