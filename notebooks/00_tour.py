@@ -19,9 +19,10 @@
 # - load the embedded SmolLM2-135M-Instruct model (30 blocks, d = 576, MLP width m = 1536) with one call;
 # - see what it "knows": its top next tokens on factual prompts from CounterFact;
 # - read one CounterFact and one zsRE record as `bluebook.EditRequest`s (prompt template, subject,
-#   new and true target, paraphrases, neighbourhood prompts).
+#   new and true target, paraphrases, neighbourhood prompts);
+# - edit a fact of your own with MEMIT and MEMIT-BLUE and read the model's answers before and after.
 #
-# **Runtime (CI profile, 2 CPU cores):** under 1 minute.
+# **Runtime (CI profile, 2 CPU cores):** about 1 minute.
 #
 # **Paper section:** §2 / §5.1 (the setting and the datasets, CounterFact and zsRE). The paper edits
 # GPT2-XL, GPT-J and Llama3-8B; everything here runs on a 135M model so it fits a laptop CPU.
@@ -31,6 +32,11 @@ model_name = "smollm2-135m"
 n_prompts_table = 6
 n_known_check = 40
 top_k = 5
+fact_prompt = "The Eiffel Tower is located in the city of"   # your fact: a prompt containing the subject,
+fact_subject = "The Eiffel Tower"                            # the subject,
+fact_new = "Rome"                                            # the new answer
+fact_true = "Paris"                                          # and the old one ("" if none)
+interactive = True          # show a form to type facts into (needs a browser; the batch runs turn it off)
 seed = 0
 device = "auto"
 output_dir = "artifacts/00"
@@ -43,6 +49,7 @@ import torch
 
 import bluebook
 from bluebook import locate, runs
+from bluebook.experiments.playground import fact_form, try_fact
 from bluebook.model.device import resolve_device
 from bluebook.plots import edits as edit_plots
 from bluebook.plots import show
@@ -140,6 +147,35 @@ def show_request(req):
 
 pd.concat({"CounterFact": show_request(cf[0]), "zsRE": show_request(zs[0])}, axis=1)
 
+# %% [markdown]
+# ## Edit a fact yourself
+#
+# `try_fact` takes a prompt, its subject and a new answer, edits the model with each method (here
+# MEMIT and MEMIT-BLUE, with the model's preset), and reads the model while the edit is applied:
+# greedy text after the prompt, after a paraphrase (the prompt behind an unrelated sentence) and
+# after an unrelated prompt, and the probability of the whole new and old answer after the prompt.
+# Afterwards the weights are checked to be back bit for bit. Change `fact_prompt`, `fact_subject`,
+# `fact_new` and `fact_true` in the parameters cell, or use the form below in JupyterLab.
+
+# %%
+fact = try_fact(model, tok, fact_prompt, fact_subject, fact_new, fact_true or None)
+fact.texts
+
+# %%
+fact.probs
+
+# %%
+for m, s in fact.seconds.items():
+    print(f"{m}: p(new) {fact.probs.loc['unedited', 'p(new)']:.3f} -> {fact.probs.loc[m, 'p(new)']:.3f}, "
+          f"edit {s:.0f} s")
+
+# %% [markdown]
+# The form runs the same call on whatever you type (a browser is needed to see it; the batch runs of
+# `make run` turn it off). Each press edits the unedited model afresh and undoes the edit afterwards.
+
+# %%
+fact_form(model, tok) if interactive else None
+
 # %%
 assert "{}" in cf[0].prompt and cf[0].subject in cf[0].text
 assert cf[0].paraphrase_prompts and cf[0].neighborhood_prompts
@@ -155,6 +191,9 @@ metrics = {
     "frac_true_top10": frac_top10,
     "counterfact_case0": cf[0].text,
     "zsre_case0": zs[0].text,
+    "fact": {"prompt": fact_prompt, "new": fact_new, "true": fact_true,
+             "p_new": fact.probs["p(new)"].to_dict(),
+             "p_true": fact.probs["p(true)"].to_dict() if "p(true)" in fact.probs else None,
+             "texts": fact.texts.drop(columns="text").to_dict(), "edit_seconds": fact.seconds},
 }
 runs.write_metrics(out, metrics)
-bluebook.runs.jsonable(metrics)  # what metrics.json holds

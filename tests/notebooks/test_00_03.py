@@ -14,6 +14,12 @@ def test_00_tour(nb_out, run_nb):
     assert 0.3 < m["france_top1_prob"] <= 1.0
     assert 0.0 < m["frac_true_top1"] <= m["frac_true_top10"] <= 1.0
     assert m["n_layers"] == 30 and m["hidden_size"] == 576 and m["mlp_size"] == 1536
+    # the "edit a fact yourself" section: both methods make the new answer far likelier than before
+    fact = m["fact"]
+    for method in ("memit", "memit_blue"):
+        assert fact["p_new"][method] > 10 * fact["p_new"]["unedited"]
+        assert fact["p_new"][method] > fact["p_true"][method]
+        assert fact["texts"][method]["prompt"].startswith(fact["new"])
 
 
 def test_01_key_value_memory(nb_out, run_nb):
