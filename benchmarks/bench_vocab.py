@@ -5,8 +5,10 @@ the preset's last critical layer under ``torch.profiler`` and splits the CPU tim
 by its input shapes: an operator that touches a vocabulary-sized dimension (the output head's
 matmul forward and backward, log-softmax, the KL term and the NLL gather over the 262k logits) is
 "vocabulary"; everything else (the transformer blocks above the edited layer, forward and
-backward, Adam, bookkeeping) is "body". The same run without the profiler gives the wall time per
-request. Writes benchmarks/results/vocab_<model>.json.
+backward, Adam, bookkeeping) is "body"; the vocabulary part is split again into the head's matrix
+products and the element-wise work over the logits (log-softmax, KL, gather and their backward),
+the only part an exact rewrite of the loss could shrink. The same run without the profiler gives
+the wall time per request. Writes benchmarks/results/vocab_<model>.json.
 
     python benchmarks/bench_vocab.py                      # gemma3-270m (optional wheels), 10 requests
     python benchmarks/bench_vocab.py --model smollm2-135m # the embedded model (49,152 tokens)
@@ -25,6 +27,9 @@ from bluebook.core.config import with_overrides
 from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates
 
+#: the output head's matrix products (forward logits, backward input gradient)
+MATMULS = ("aten::mm", "aten::addmm", "aten::matmul", "aten::bmm")
+
 
 def _touches(shapes, v: int) -> bool:
     return any(isinstance(s, (list, tuple)) and v in s for s in shapes)
@@ -32,18 +37,23 @@ def _touches(shapes, v: int) -> bool:
 
 def breakdown(prof, vocab: int) -> dict:
     """Self CPU seconds of the profiled block: operators touching a vocab-sized dimension vs the rest."""
-    vocab_s, other_s, top = 0.0, 0.0, []
+    vocab_s, matmul_s, other_s, top = 0.0, 0.0, 0.0, []
     for ev in prof.key_averages(group_by_input_shape=True):
         s = ev.self_cpu_time_total / 1e6
         # the token-embedding lookup reads a (vocab, d) table but costs one row per token: body
         if _touches(ev.input_shapes, vocab) and ev.key not in ("aten::embedding", "aten::index_select"):
             vocab_s += s
+            matmul_s += s if ev.key in MATMULS else 0.0
             top.append((s, ev.key, str(ev.input_shapes)[:120]))
         else:
             other_s += s
     top.sort(reverse=True)
-    return {"vocab_s": vocab_s, "body_and_rest_s": other_s, "vocab_share": vocab_s / (vocab_s + other_s),
-            "top_vocab_ops": [{"s": round(s, 3), "op": k, "shapes": sh} for s, k, sh in top[:8]]}
+    total = vocab_s + other_s
+    return {"total_s": total, "vocab_s": vocab_s, "vocab_share": vocab_s / total,
+            "head_matmul_s": matmul_s, "head_matmul_share": matmul_s / total,
+            "vocab_elementwise_s": vocab_s - matmul_s, "vocab_elementwise_share": (vocab_s - matmul_s) / total,
+            "body_and_rest_s": other_s, "body_share": other_s / total,
+            "top_vocab_ops": [{"s": round(s, 3), "op": k, "shapes": sh} for s, k, sh in top[:10]]}
 
 
 def main(argv=None) -> int:
