@@ -245,7 +245,6 @@ metrics = {
     "trace_seconds_live": live.seconds,
 }
 runs.write_metrics(out, metrics)
-bluebook.runs.jsonable(metrics)  # what metrics.json holds
 
 
 # %% [markdown]

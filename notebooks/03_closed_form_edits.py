@@ -313,7 +313,6 @@ metrics = {
     "claims": claims,
 }
 runs.write_metrics(out, metrics)
-bluebook.runs.jsonable(metrics)  # what metrics.json holds
 
 
 # %% [markdown]

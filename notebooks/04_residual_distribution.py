@@ -240,7 +240,6 @@ metrics = {
     "claims": claims,
 }
 write_metrics(output_dir, metrics)
-bluebook.runs.jsonable(metrics)  # what metrics.json holds
 
 
 # %% [markdown]

@@ -213,8 +213,12 @@ print({l: f"‖Δ‖ = {float(d.norm()):.3f}" for l, d in mine.items()})
 #   (notebook 03).
 # * **AlphaEdit** projects the update onto the *null space* of the preserved keys: with
 #   `C = U S Uᵀ`, `P = Û Ûᵀ` where `Û` holds the eigenvectors whose eigenvalue is below a threshold
-#   (`nullspace_threshold`), and `Δ = R Kᵀ P ((KKᵀ + C_p) P + α I)⁻¹`. Then `Δ = Δ P`, so
-#   `Δ k₀ ≈ 0` for every preserved key `k₀`: the edit cannot disturb what the statistics describe.
+#   (`nullspace_threshold`), and `Δ = R Kᵀ P ((KKᵀ + C_p) P + α I)⁻¹`. Then `Δ = Δ P`: the update
+#   has no component along the directions where `C` is large, so it leaves the preserved keys'
+#   components along those directions alone. It is not blind to the keys altogether: the directions
+#   below the threshold still carry part of `C`'s trace (the line under the table says how much), and
+#   the update lives there. The table measures both updates' disturbance of the preserved keys over
+#   the whole of `C`, and the line under it says which is larger on this batch.
 # * **RECT** keeps only the `rect_keep_percent` % entries of `Δ` with the largest relative change
 #   `|Δ_ij / W_ij|` and zeroes the rest (a sparse update, less damage to general ability).
 # * **PRUNE** restrains the accumulated edit `W − W₀`: every singular value `σ` above `σ* = σ_max(W₀)`
@@ -252,6 +256,12 @@ demo = pd.DataFrame({
               sigma_delta / sigma_star],
 })
 demo
+
+# %%
+print(f"disturbance of the preserved keys, trace(ΔCΔᵀ)/trace(C): MEMIT {disturbance(d_memit):.3g}, "
+      f"AlphaEdit {disturbance(d_alpha):.3g} ({'AlphaEdit' if disturbance(d_alpha) > disturbance(d_memit) else 'MEMIT'}"
+      " larger); the share of C's trace inside AlphaEdit's null space, where its update lives, is "
+      f"{float(torch.trace(P @ C0 @ P) / torch.trace(C0)):.2e}")
 
 # %% [markdown]
 # **Why PRUNE equals MEMIT here.** PRUNE only acts on singular values of `W − W₀` above

@@ -248,6 +248,9 @@ for ds in datasets:
 # reached yet keeps the live verdict. Where a recorded run has been repeated for its base methods at
 # an equal total v* budget (`<run>_equal_total`, notebook 09 §7), the recorded claim is that one,
 # the same budget rule as the live run here; otherwise it is the same-cap run's, and its note says so.
+# So a recorded claim's *n* is the number of records at the largest point both methods reached under
+# that rule: CounterFact's equal-total run stopped at 500 of its 1,000 edits, so its claims have
+# n = 500 although the same-cap run reached 1,000; each note names the point.
 
 # %%
 live_claims = {}

@@ -129,6 +129,19 @@ print(f"unedited: perplexity {before['perplexity']:.2f}, known-fact accuracy {be
       f"({time.perf_counter() - t0:.0f} s)")
 
 # %% [markdown]
+# Notebook 09's recorded runs give the unedited model another perplexity: they read the first 100
+# held-out texts of the same shuffled list (seed 0), cut at 128 tokens, and this run reads the first
+# `n_heldout` of that list, cut at `ppl_max_len`. Perplexity varies a lot from text to text, so the
+# two numbers differ by the texts read, not by the model; only numbers on the same texts compare.
+# The line below measures the recorded runs' texts on this model.
+
+# %%
+recorded_texts = ability.heldout_texts(100, seed=0)
+ppl_recorded_texts = math.exp(float(torch.cat(ability.token_nll(lm, tok, recorded_texts, max_len=128)).mean()))
+print(f"unedited perplexity: {before['perplexity']:.2f} on this run's {len(texts)} texts, "
+      f"{ppl_recorded_texts:.2f} on the recorded runs' 100 (notebook 09)")
+
+# %% [markdown]
 # ## Sequential edits, one method at a time
 #
 # Each method edits the same `n_edits` records in batches of `batch_size` (one `SequentialState`,
