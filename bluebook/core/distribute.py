@@ -20,6 +20,29 @@ from typing import Protocol, runtime_checkable
 import torch
 
 
+def boundary_pair(layers, chosen=None) -> tuple[int, int]:
+    """BLUE's two layers: ``chosen`` (a preset's ``blue_layers``) if given, else the first and the
+    last of the critical ``layers``."""
+    if chosen is not None:
+        if len(chosen) != 2:
+            raise ValueError(f"blue_layers must hold exactly two layers, got {list(chosen)}")
+        return tuple(sorted(chosen))
+    if len(layers) < 2:
+        raise ValueError(f"BLUE needs at least two critical layers, got layers={list(layers)}")
+    return (min(layers), max(layers))
+
+
+def memit_share(residual: torch.Tensor, distance: int) -> torch.Tensor:
+    """MEMIT's residual rule: the share ``R / (D + 1)`` of the residual ``R`` measured at the last
+    critical layer that a layer ``D`` critical layers before the last takes (the last: all of it)."""
+    return residual / (distance + 1)
+
+
+def distance_to_last(layer: int, layers: list[int]) -> int:
+    """How many critical ``layers`` come after ``layer`` (``L − l`` for a contiguous window)."""
+    return len(layers) - 1 - layers.index(layer)
+
+
 @runtime_checkable
 class Distribution(Protocol):
     """A residual rule ``R``: the layers updated, where each one's target is optimised, how much
@@ -58,7 +81,7 @@ class Even:
         return layers[-1]
 
     def residual(self, diff: torch.Tensor, i: int, plan: list[int], layers: list[int]) -> torch.Tensor:
-        return diff / (len(layers) - layers.index(plan[i]))
+        return memit_share(diff, distance_to_last(plan[i], layers))
 
 
 @dataclass(frozen=True)
@@ -66,9 +89,7 @@ class Boundary:
     name: str = "boundary"
 
     def plan(self, layers: list[int]) -> list[int]:
-        if len(layers) < 2:
-            raise ValueError(f"BLUE needs at least two critical layers, got {layers}")
-        return [layers[0], layers[-1]]
+        return list(boundary_pair(layers))
 
     def target_layer(self, i, plan, layers):
         return plan[i]
@@ -107,7 +128,7 @@ class SingleLayer:
         return self.layer if self.direct else layers[-1]
 
     def residual(self, diff, i, plan, layers):
-        return diff if self.direct else diff / (len(layers) - layers.index(self.layer))
+        return diff if self.direct else memit_share(diff, distance_to_last(self.layer, layers))
 
 
 @dataclass(frozen=True)
@@ -136,8 +157,7 @@ class Dynamic(Boundary):
             raise ValueError(f"criterion must be 'largest_gap', got {self.criterion!r}")
 
     def plan(self, layers):
-        if len(layers) < 2:
-            raise ValueError(f"BLUE needs at least two critical layers, got {layers}")
+        boundary_pair(layers)                 # at least two layers, as BLUE
         return list(layers)
 
     def choose(self, i: int, chosen: list[int], layers: list[int], gap) -> int | None:

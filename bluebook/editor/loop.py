@@ -19,7 +19,7 @@ import warnings
 
 import torch
 
-from bluebook.core.config import EditConfig, load_preset, long_form_config, with_overrides
+from bluebook.core.config import EditConfig, load_preset, long_form_config, merge_dicts, with_overrides
 from bluebook.core.keys import read_states
 from bluebook.core.longform import column_owners, long_requests, optimize_long_targets, read_long_states
 from bluebook.core.methods import Method, parse_method
@@ -78,19 +78,12 @@ def resolve_config(model, method: Method | str, hparams=None, layers=None) -> Ed
         cfg = with_overrides(base, **hparams)
         if base.long_overrides and "long_overrides" not in hparams:
             # the caller's overrides win over the preset's long-form section too
-            cfg = with_overrides(cfg, long_overrides=_merge_dicts(base.long_overrides, hparams))
+            cfg = with_overrides(cfg, long_overrides=merge_dicts(base.long_overrides, hparams))
     else:
         raise TypeError(f"hparams must be None, a preset name, an EditConfig or a dict, got {type(hparams).__name__}")
     if layers is not None:
         cfg = with_overrides(cfg, layers=list(layers), blue_layers=None)
     return cfg
-
-
-def _merge_dicts(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def critical_and_plan(model, method: Method, cfg: EditConfig, rule=None) -> tuple[list[int], list[int]]:
