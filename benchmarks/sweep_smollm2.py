@@ -11,8 +11,8 @@ from pathlib import Path
 import bluebook
 from bluebook import metrics
 from bluebook.core.config import load_preset, with_overrides
-from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates
+from bluebook.editor.targets import optimize_targets
 
 
 def main(n=30):

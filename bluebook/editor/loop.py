@@ -26,11 +26,11 @@ from bluebook.core.methods import Method, parse_method
 from bluebook.core.objective import TargetResult
 from bluebook.core.presets import preset_for
 from bluebook.core.stats import layer_stats
-from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates
 from bluebook.data import as_requests
 from bluebook.editor.result import EditResult
 from bluebook.editor.state import SequentialState
+from bluebook.editor.targets import optimize_targets
 from bluebook.model.device import check_materialized
 from bluebook.model.loading import model_fingerprint
 from bluebook.model.specs import check_layers, proj_weight, spec_for

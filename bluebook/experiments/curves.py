@@ -16,7 +16,6 @@ from pathlib import Path
 
 from bluebook.core.names import is_blue_pair, split_method
 from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
-from bluebook.experiments.verdicts import step_cap
 from bluebook.metrics.intervals import interval, paired_difference
 from bluebook.runs import atomic_write_text, read_jsonl, write_json
 
@@ -73,6 +72,12 @@ class Run:
         if not runs:
             return []
         return sorted(set.intersection(*(set(r.points) for r in runs)))
+
+
+def step_cap(config: dict) -> int | None:
+    """The v* step cap of one optimisation in a run configuration (``progress.json``'s ``config``)."""
+    target = (config.get("resolved_config") or {}).get("target") or {}
+    return int(target["steps"]) if "steps" in target else None
 
 
 def _read(path: Path):
