@@ -183,7 +183,7 @@ def _baseline(run: Run, k: int, metric: str):
     return interval(vals, scale=100.0) if any(v is not None for v in vals) else None
 
 
-def curve_rows(run: Run, metrics=None) -> list[dict]:
+def curve_rows(run: Run, metrics=None) -> list[dict]:  # noqa: C901 - one row per method and evaluation point, with the optional columns
     """Long-format rows ``{method, edits, metric, value, low, high, n}`` for every method's points,
     the unedited model on the same records (method ``"unedited"``) and the general-ability numbers
     (metrics ``"ability:<name>"``; perplexity is not ×100)."""

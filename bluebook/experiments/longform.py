@@ -133,7 +133,7 @@ def _score_row(model, tok, req, gens: dict, target_emb, before_unrelated) -> dic
     return {"scores": scores, "locality": loc}
 
 
-def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hparams=None,
+def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hparams=None,  # noqa: C901 - the resumable run: skips, per-method edits and evaluation in one loop
                  max_new_tokens: int | None = None, resume: bool = True, progress: bool = True) -> list[dict]:
     """Edit each long-form request on its own with each method, score it, restore the weights.
 
