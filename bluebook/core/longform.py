@@ -38,6 +38,7 @@ from transformers import DynamicCache
 from bluebook.core.config import TargetConfig
 from bluebook.core.keys import LayerStates
 from bluebook.core.objective import TargetResult, target_dtype
+from bluebook.core.optim import adam_clamp_step, finished
 from bluebook.core.targets import concat_targets
 from bluebook.data.requests import EditRequest
 from bluebook.model.cache import cache_kwarg, returned_cache
@@ -133,7 +134,7 @@ def _optimize_window(step_logits, d: int, device, dt, cfg: TargetConfig):
     each step, stop early once the loss is below ``early_stop``. ``step_logits(delta)`` runs the model
     with δ added and returns ``(logits, first, labels, h0)``. Returns ``(δ, h0, steps, traces, step_seconds)``."""
     delta = torch.zeros(d, device=device, dtype=dt, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    moments = torch.zeros_like(delta), torch.zeros_like(delta)    # Adam's first and second
     trace = {k: [] for k in ("loss", "nll", "kl", "wd", "prob")}
     steps, h0, seconds = cfg.steps, None, []
     for it in range(cfg.steps):
@@ -144,18 +145,11 @@ def _optimize_window(step_logits, d: int, device, dt, cfg: TargetConfig):
         for k, v in zip(trace, (loss, nll, torch.zeros(()), wd, torch.exp(-nll))):
             trace[k].append(float(v.detach()))
         seconds.append(time.perf_counter() - t0)
-        if loss.item() < cfg.early_stop:
-            steps = it
+        if (done := finished(loss.item(), it, cfg)) is not None:
+            steps = done
             break
-        if it == cfg.steps - 1:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            max_norm = cfg.clamp_norm_factor * h0.norm()
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
+        grad, = torch.autograd.grad(loss, delta)
+        adam_clamp_step(delta, *moments, grad, it + 1, cfg.lr, cfg.clamp_norm_factor * h0.norm())
     return delta.detach(), h0, steps, trace, seconds
 
 

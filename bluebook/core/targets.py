@@ -3,7 +3,8 @@
 :func:`optimize_target_plain` is the canonical implementation, written to be read next to the
 paper: for one request, every step runs every prompt through the whole model with δ added to
 block ``l``'s output at the subject's last token, computes the loss of
-:mod:`bluebook.core.objective`, and takes one ``torch.optim.Adam`` step. :func:`plain_targets`
+:mod:`bluebook.core.objective`, and takes one Adam step (:mod:`bluebook.core.optim`: exactly
+``torch.optim.Adam``'s, followed by the norm clamp). :func:`plain_targets`
 runs it for a batch. :func:`bluebook.editor.targets.optimize_targets` (``bluebook.optimize_targets``)
 chooses between it (``TargetConfig.engine="plain"``) and the fast engine (:mod:`bluebook.fast.targets`,
 ``engine="fast"``, the default), an exact alternative tested equal to it.
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 
 from bluebook.core.config import TargetConfig
 from bluebook.core.objective import TargetResult, build_rows, target_dtype
+from bluebook.core.optim import adam_clamp_step, finished
 from bluebook.core.templates import validate
 from bluebook.data.requests import EditRequest
 from bluebook.model.device import model_device
@@ -42,7 +44,7 @@ def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetC
     block = spec_for(model).block_name(layer)
 
     delta = torch.zeros(model.get_input_embeddings().weight.shape[1], device=device, dtype=dt, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    moments = torch.zeros_like(delta), torch.zeros_like(delta)    # Adam's first and second
     h0, kl_init, steps = None, None, cfg.steps
     trace = {k: [] for k in ("loss", "nll", "kl", "wd", "prob")}
     t_start, step_seconds = time.perf_counter(), []
@@ -73,18 +75,11 @@ def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetC
         for k, v in zip(trace, (loss, nll, kl, wd, torch.exp(-row_nll).mean())):
             trace[k].append(float(v.detach()))
         step_seconds.append(time.perf_counter() - t_step)
-        if loss.item() < cfg.early_stop:
-            steps = it                                     # it gradient steps were taken
+        if (done := finished(loss.item(), it, cfg)) is not None:   # early stop, or the last evaluation
+            steps = done
             break
-        if it == cfg.steps - 1:
-            break                                          # no step after the last evaluation
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():                              # ‖δ‖ ≤ clamp_norm_factor · ‖h^l‖
-            max_norm = cfg.clamp_norm_factor * h0.norm()
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
+        grad, = torch.autograd.grad(loss, delta)           # one Adam step, then ‖δ‖ ≤ clamp_norm_factor · ‖h^l‖
+        adam_clamp_step(delta, *moments, grad, it + 1, cfg.lr, cfg.clamp_norm_factor * h0.norm())
     d = delta.detach()[None]
     timing = {"requests": 1, "prefix_seconds": 0.0, "step_seconds": step_seconds,
               "step_active": [1] * len(step_seconds), "seconds": time.perf_counter() - t_start}
