@@ -64,7 +64,7 @@ def blue_edit(model, tok, requests, layers, C, lam, cfg=TargetConfig(), template
                 K, h = s.keys[l], s.hidden[l]                            # h at l
                 R = Z - h                                                # <- the whole residual
                 Delta[l] = memit_delta(K, R, C[l], lam)                  # Δ = R Kᵀ (λC + K Kᵀ)⁻¹
-                add_deltas(model, {l: Delta[l]})                         # the last layer sees the first's update
+                add_deltas(model, {l: Delta[l]})                         # the later layers see this update
         finally:
             restore_weights(model, saved)
     return Delta
