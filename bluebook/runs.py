@@ -140,7 +140,6 @@ class PeakMemory:
 
 def machine_info() -> dict:
     """The machine a number was measured on: CPU, cores, memory, torch threads, GPU, versions."""
-
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch_threads": torch.get_num_threads(),

@@ -77,7 +77,6 @@ def _recorded_invocation(out: Path):
     ``"error"``, and SIGTERM (turned into ``SystemExit`` while inside) or Ctrl-C records
     ``"stopped (...)"``, so a killed sitting still says how it ended. The caller's SIGTERM handler is
     put back on the way out."""
-
     log = Path(out) / "invocations.jsonl"
     start = time.time()
     entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
@@ -194,7 +193,6 @@ def add_cli(subparsers) -> None:
 def run_longform_cli(args) -> int:
     """``python -m bluebook longform``: the long-form comparison on the shipped set (or a local copy),
     resumable, with its provenance in ``<out>/invocations.jsonl`` and a ``summary.json``."""
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with _recorded_invocation(out) as outcome:

@@ -137,7 +137,6 @@ def recorded_comparisons(root, datasets=None, suffix=None) -> list[dict]:
     with its equal-total sibling ``<name><suffix>`` where that folder exists (``suffix`` defaults
     to :data:`bluebook.experiments.curves.EQUAL_TOTAL_SUFFIX`; folders ending in it are read only
     as siblings)."""
-
     suffix = suffix or EQUAL_TOTAL_SUFFIX
     rows = []
     for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.endswith(suffix)):
