@@ -16,8 +16,9 @@ from common import peak_rss_mb, timed, write
 
 import bluebook
 from bluebook.core.config import with_overrides
-from bluebook.core.targets import optimize_target_plain, optimize_targets
+from bluebook.core.targets import optimize_target_plain
 from bluebook.core.templates import context_templates
+from bluebook.editor.targets import optimize_targets
 
 
 def main():

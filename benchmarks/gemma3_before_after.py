@@ -28,8 +28,8 @@ import bluebook
 from bluebook import metrics
 from bluebook.core.config import with_overrides
 from bluebook.core.presets import generic_preset
-from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates
+from bluebook.editor.targets import optimize_targets
 from bluebook.runs import source_commit
 
 #: CounterFact relations about places (Wikidata ids)

@@ -12,8 +12,8 @@ from pathlib import Path
 import bluebook
 from bluebook import metrics
 from bluebook.core.config import load_preset, with_overrides
-from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates
+from bluebook.editor.targets import optimize_targets
 
 SMOLLM2_TARGETS = [(0.5, 25), (0.1, 25), (1.0, 25)]
 SMOLLM2_GRID = [("memit", {"lam": lam}) for lam in (15000.0, 2000.0, 300.0, 50.0, 10.0)] + \

@@ -18,10 +18,10 @@ from bluebook.core.keys import read_states
 from bluebook.core.methods import DYNAMIC_METHODS, METHODS, PAPER_ORDER, parse_method
 from bluebook.core.presets import preset_for
 from bluebook.core.stats import layer_stats
-from bluebook.core.targets import optimize_targets
 from bluebook.data import EditRequest, load_counterfact, load_zsre, wiki_texts
 from bluebook.data.longform import load_longform
 from bluebook.editor import EditResult, SequentialState, edit
+from bluebook.editor.targets import optimize_targets
 from bluebook.model.loading import load_model, tiny_model
 from bluebook.model.specs import ModelSpec, spec_for
 

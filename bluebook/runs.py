@@ -4,12 +4,16 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import random
 import shutil
+import subprocess
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 
@@ -108,17 +112,11 @@ class PeakMemory:
         self._cuda = False
 
     def _sample(self) -> None:
-        import psutil
-
         proc = psutil.Process()
         while not self._stop.wait(self.interval):
             self._peak = max(self._peak, proc.memory_info().rss)
 
     def __enter__(self) -> "PeakMemory":
-        import threading
-
-        import psutil
-
         self._start = self._peak = psutil.Process().memory_info().rss
         self._cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
         if self._cuda:
@@ -129,8 +127,6 @@ class PeakMemory:
         return self
 
     def __exit__(self, *exc) -> None:
-        import psutil
-
         self._stop.set()
         self._thread.join()
         self._peak = max(self._peak, psutil.Process().memory_info().rss)
@@ -144,16 +140,12 @@ class PeakMemory:
 
 def machine_info() -> dict:
     """The machine a number was measured on: CPU, cores, memory, torch threads, GPU, versions."""
-    import platform
-
-    import psutil
-
     info = {"python": platform.python_version(), "torch": torch.__version__,
             "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
             "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "torch_threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
-        import transformers
+        import transformers  # deferred: ~0.7 s, and the lowest layer must import without it
         info["transformers"] = transformers.__version__
     except ImportError:
         pass
@@ -163,8 +155,6 @@ def machine_info() -> dict:
 def source_commit(path: str | Path | None = None) -> str | None:
     """The git commit of the bluebook source tree (with ``+dirty`` when it has uncommitted changes),
     or None outside a git checkout."""
-    import subprocess
-
     where = Path(path) if path else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True,

@@ -248,6 +248,19 @@ diag
 # The `z_error` column is the residual still left at layer L when layer `l` is solved: the first
 # layer gets only `1/N_L` of a large residual; later layers get shares of what is left. BLUE
 # (notebook 04 onwards) instead computes the residual *directly* at the first and last critical layers.
+#
+# Without the configuration, the sequential state, the other solvers and the checks, that loop is
+# the function below, kept in the package as `bluebook.core.plain.memit_edit` and tested equal to
+# `bluebook.edit(..., "memit")` (`tests/reference/test_plain.py`): one target `Z` at `L`, then for
+# each layer its keys `K`, the state `h` at `L` on the partly edited model, its share `R` of `Z − h`,
+# the closed form and the update. Notebook 06 sets BLUE beside it.
+
+# %%
+import inspect
+
+from bluebook.core.plain import memit_edit
+
+print(inspect.getsource(memit_edit))
 
 # %%
 table = pd.DataFrame({

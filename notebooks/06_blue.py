@@ -204,6 +204,23 @@ print(f"blue_from_scratch == bluebook.edit(..., 'memit_blue') on {len(scratch_re
 print({l: f"‖Δ‖ = {float(d.norm()):.3f}" for l, d in mine.items()})
 
 # %% [markdown]
+# The package keeps this function beside MEMIT's, in `bluebook/core/plain.py` (`blue_edit` and
+# `memit_edit`, both tested equal to `bluebook.edit`). Set side by side, they differ where the
+# targets are optimised and in the residual rule (the lines marked `# <-`): MEMIT optimises one
+# target at the last layer and gives layer `l_i` the share `(Z − h^L) / (N − i)`; BLUE optimises a
+# target at each of its two layers and keeps the whole `Z − h^l`.
+
+# %%
+import difflib
+import inspect
+
+from bluebook.core.plain import blue_edit, memit_edit
+
+print("".join(difflib.unified_diff(inspect.getsource(memit_edit).splitlines(keepends=True),
+                                   inspect.getsource(blue_edit).splitlines(keepends=True),
+                                   "memit_edit", "blue_edit", n=1)))
+
+# %% [markdown]
 # ## 4 · The base methods BLUE is added to
 #
 # BLUE changes only *which residual each layer solves for*; the solve and what happens after it

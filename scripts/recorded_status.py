@@ -28,7 +28,7 @@ def _iv(d: dict, digits: int = 2) -> str:
     return f"{d['value']:.{digits}f} [{d['low']:.{digits}f}, {d['high']:.{digits}f}]"
 
 
-def status(root: Path) -> str:
+def status(root: Path) -> str:  # noqa: C901 - a report script, one branch per run state
     lines = ["Status when last committed (runs continue from their checkpoints in later sittings; numbers are",
              "only ever shown up to the last evaluation point reached):", "",
              "| run | method | batches done | evaluated at (edits) | edit hours | batch seconds (median) "

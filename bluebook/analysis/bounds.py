@@ -20,6 +20,9 @@ from bluebook.core.keys import read_states
 from bluebook.core.presets import preset_for
 from bluebook.core.stats import layer_stats
 from bluebook.data import as_requests
+from bluebook.editor.loop import edit
+from bluebook.editor.state import SequentialState
+from bluebook.model.weights import preserved_weights, restore_weights
 
 __all__ = ["BoundTable", "spearman", "bound_checks", "batch_size_sweep", "sequential_sweep", "applied_sequence_sweep"]
 
@@ -176,10 +179,6 @@ def applied_sequence_sweep(model, tok, requests, earlier_requests, seq_lengths, 
     (also after an exception). Each row holds ``seq_length``, the deviation, the bounds, ``q_norm``
     and ``lemma43_cp_norm``.
     """
-    from bluebook.editor.loop import edit
-    from bluebook.editor.state import SequentialState
-    from bluebook.model.weights import preserved_weights, restore_weights
-
     requests, earlier = as_requests(requests), as_requests(earlier_requests)
     cfg = cfg or preset_for(model, "memit")
     layers = resolve_layers(model, cfg, layers)

@@ -40,7 +40,7 @@ def target_prob(model, tok, requests, layer: int, vectors=None, templates=(("{}"
     last token of every context-prefixed rewriting prompt of request ``j``.
 
     ``P`` = mean over the prompts of ``exp(mean token log-prob of target_new)``: the same prompts
-    (teacher-forced target prefix) and the same quantity that :func:`~bluebook.core.targets.optimize_targets`
+    (teacher-forced target prefix) and the same quantity that :func:`~bluebook.editor.targets.optimize_targets`
     logs as ``prob``. ``vectors``: ``(n, d)`` or None (no intervention). Returns ``(n,)`` float64.
     """
     requests = as_requests(requests)

@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from bluebook.core.config import EditConfig
 from bluebook.core.objective import TargetResult
 from bluebook.core.presets import preset_for
-from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates, validate
 from bluebook.data import as_requests
+from bluebook.editor.targets import optimize_targets
 from bluebook.model.specs import check_layers
 
 __all__ = ["resolve_templates", "resolve_layers", "subset_targets", "LayerResiduals", "residuals_per_layer"]

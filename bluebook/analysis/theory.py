@@ -62,6 +62,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from bluebook.core.distribute import memit_share
 from bluebook.core.solvers import memit_Q
 
 __all__ = [
@@ -120,8 +121,7 @@ def _residuals(R_direct, R_last, Q=None):
 
 def distributed_residual(R_last, distance: int) -> torch.Tensor:
     """The distributed residual ``R^l = R^L / (L − l + 1)`` with ``distance = L − l`` (float64)."""
-    D = check_distance(distance)
-    return as_f64(R_last, "R_last") / (D + 1)
+    return memit_share(as_f64(R_last, "R_last"), check_distance(distance))
 
 
 def residual_deviation(R_direct, R_last, ord=2) -> float:
@@ -138,7 +138,7 @@ def weight_deviation(R_direct, R_last, Q, distance: int, ord=2) -> float:
     """
     Rd, Rl, Qt = _residuals(R_direct, R_last, Q)
     D = check_distance(distance)
-    return matrix_norm((Rd - Rl / (D + 1)) @ Qt, ord)
+    return matrix_norm((Rd - memit_share(Rl, D)) @ Qt, ord)
 
 
 def residual_factor(R_direct, R_last, distance: int, ord=2, tight: bool = False) -> float:
@@ -203,7 +203,7 @@ def evaluate_bound(Q, R_direct, R_last, distance: int, ord=2, rtol: float = 1e-9
     """Deviation and both bounds of Theorem 4.1 for a given ``Q`` (e.g. one :func:`q_matrix` reused)."""
     Rd, Rl, Qt = _residuals(R_direct, R_last, Q)
     D = check_distance(distance)
-    dev = matrix_norm((Rd - Rl / (D + 1)) @ Qt, ord)
+    dev = matrix_norm((Rd - memit_share(Rl, D)) @ Qt, ord)
     qn = matrix_norm(Qt)
     bound = residual_factor(Rd, Rl, D, ord, tight=False) * qn
     tight = residual_factor(Rd, Rl, D, ord, tight=True) * qn

@@ -25,6 +25,7 @@ from bluebook.analysis.theory import (
     q_matrix,
     residual_factor,
 )
+from bluebook.core.distribute import memit_share
 
 __all__ = ["KeyModel", "random_key_model", "ToyChain", "toy_distribution_error", "SequentialProfile",
            "sequential_profile"]
@@ -203,7 +204,7 @@ def sequential_profile(d: int, m: int, n: int, n_batches: int, distance: int = 3
         K = km.sample(n, g)
         R_L = torch.randn(d, n, generator=g, dtype=torch.float64)
         R_star = R_L + eps * D * (1.0 + residual_drift * t) * torch.randn(d, n, generator=g, dtype=torch.float64)
-        E = R_star - R_L / (D + 1)
+        E = R_star - memit_share(R_L, D)
         Q = q_matrix(K, C, lam, C_p if t > 0 else None)
         Q0 = q_matrix(K, C, lam) if t > 0 else Q
         fac = residual_factor(R_star, R_L, D)

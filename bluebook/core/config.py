@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from bluebook.core.distribute import boundary_pair
 from bluebook.core.names import split_method
 
 
@@ -69,13 +70,8 @@ class EditConfig:
     long_overrides: dict | None = None
 
     def boundary_layers(self) -> tuple[int, int]:
-        if self.blue_layers is not None:
-            if len(self.blue_layers) != 2:
-                raise ValueError(f"blue_layers must hold exactly two layers, got {list(self.blue_layers)}")
-            return tuple(sorted(self.blue_layers))
-        if len(self.layers) < 2:
-            raise ValueError(f"BLUE needs at least two critical layers, got layers={list(self.layers)}")
-        return (min(self.layers), max(self.layers))
+        """BLUE's two layers (:func:`bluebook.core.distribute.boundary_pair`)."""
+        return boundary_pair(self.layers, self.blue_layers)
 
 
 def _build(cls, data: dict, where: str):
@@ -104,11 +100,12 @@ def _build(cls, data: dict, where: str):
     return cls(**kw)
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_dicts(base: dict, over: dict) -> dict:
+    """``base`` updated with ``over``, recursively into the dicts both hold (neither is changed)."""
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+            out[k] = merge_dicts(out[k], v)
         else:
             out[k] = v
     return out
@@ -142,10 +139,10 @@ def load_preset(name: str, method: str | None = None, **overrides) -> EditConfig
         name, base, _ = split_method(method)
         for key in (base, name):
             if key in variants:
-                data = _merge(data, variants[key])
+                data = merge_dicts(data, variants[key])
     if raw.get("long_form"):
         data["long_overrides"] = dict(raw["long_form"])
-    data = _merge(data, overrides)
+    data = merge_dicts(data, overrides)
     return _build(EditConfig, data, path.name)
 
 
@@ -164,4 +161,4 @@ def to_dict(cfg) -> dict:
 
 
 def with_overrides(cfg: EditConfig, **overrides) -> EditConfig:
-    return _build(EditConfig, _merge(asdict(cfg), overrides), "overrides")
+    return _build(EditConfig, merge_dicts(asdict(cfg), overrides), "overrides")

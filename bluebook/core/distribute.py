@@ -20,14 +20,50 @@ from typing import Protocol, runtime_checkable
 import torch
 
 
+def boundary_pair(layers, chosen=None) -> tuple[int, int]:
+    """BLUE's two layers: ``chosen`` (a preset's ``blue_layers``) if given, else the first and the
+    last of the critical ``layers``."""
+    if chosen is not None:
+        if len(chosen) != 2:
+            raise ValueError(f"blue_layers must hold exactly two layers, got {list(chosen)}")
+        return tuple(sorted(chosen))
+    if len(layers) < 2:
+        raise ValueError(f"BLUE needs at least two critical layers, got layers={list(layers)}")
+    return (min(layers), max(layers))
+
+
+def memit_share(residual: torch.Tensor, distance: int) -> torch.Tensor:
+    """MEMIT's residual rule: the share ``R / (D + 1)`` of the residual ``R`` measured at the last
+    critical layer that a layer ``D`` critical layers before the last takes (the last: all of it)."""
+    return residual / (distance + 1)
+
+
+def distance_to_last(layer: int, layers: list[int]) -> int:
+    """How many critical ``layers`` come after ``layer`` (``L − l`` for a contiguous window)."""
+    return len(layers) - 1 - layers.index(layer)
+
+
 @runtime_checkable
 class Distribution(Protocol):
     """A residual rule ``R``: the layers updated, where each one's target is optimised, how much
-    of the residual ``Z − h`` each takes. ``layers`` are the critical layers, ``plan`` the updated ones."""
+    of the residual ``Z − h`` each takes. ``layers`` are the critical layers the rule works over
+    (:meth:`window`); ``plan`` the layers updated so far, ending with the one being updated
+    (``plan[i]``, the ``i``-th update)."""
     name: str
 
+    def window(self, layers: list[int], blue_layers=None) -> list[int]:
+        """The critical layers this rule works over, from the configured window ``layers`` (and
+        BLUE's ``blue_layers``, when given)."""
+        ...
+
     def plan(self, layers: list[int]) -> list[int]:
-        """The layers to update, in order (each sees the updates of the ones before it)."""
+        """Every layer the rule may update, in order (each sees the updates of the ones before it)."""
+        ...
+
+    def next_layer(self, i: int, chosen: list[int], layers: list[int], gap) -> int | None:
+        """The layer to update ``i``-th, after the ones ``chosen`` so far, or None when done. A fixed
+        rule walks its :meth:`plan`; a choosing one (:class:`Dynamic`) may call ``gap(l)``, which
+        optimises v* at ``l`` on the model as it is now and returns the remaining relative gap."""
         ...
 
     def target_layer(self, i: int, plan: list[int], layers: list[int]) -> int | None:
@@ -43,8 +79,19 @@ class Distribution(Protocol):
         ...
 
 
+class FixedPlan:
+    """The window and the order of a rule that updates its :meth:`plan`, every layer of it, in order."""
+
+    def window(self, layers, blue_layers=None) -> list[int]:
+        return list(layers)
+
+    def next_layer(self, i: int, chosen: list[int], layers: list[int], gap) -> int | None:
+        plan = self.plan(layers)
+        return plan[i] if i < len(plan) else None
+
+
 @dataclass(frozen=True)
-class Even:
+class Even(FixedPlan):
     name: str = "even"
 
     def plan(self, layers: list[int]) -> list[int]:
@@ -58,17 +105,18 @@ class Even:
         return layers[-1]
 
     def residual(self, diff: torch.Tensor, i: int, plan: list[int], layers: list[int]) -> torch.Tensor:
-        return diff / (len(layers) - layers.index(plan[i]))
+        return memit_share(diff, distance_to_last(plan[i], layers))
 
 
 @dataclass(frozen=True)
-class Boundary:
+class Boundary(FixedPlan):
     name: str = "boundary"
 
+    def window(self, layers, blue_layers=None) -> list[int]:
+        return list(boundary_pair(layers, blue_layers))
+
     def plan(self, layers: list[int]) -> list[int]:
-        if len(layers) < 2:
-            raise ValueError(f"BLUE needs at least two critical layers, got {layers}")
-        return [layers[0], layers[-1]]
+        return list(boundary_pair(layers))
 
     def target_layer(self, i, plan, layers):
         return plan[i]
@@ -84,12 +132,15 @@ class Boundary:
 class Direct(Boundary):
     name: str = "direct"
 
+    def window(self, layers, blue_layers=None):
+        return list(layers)
+
     def plan(self, layers):
         return list(layers)
 
 
 @dataclass(frozen=True)
-class SingleLayer:
+class SingleLayer(FixedPlan):
     """Update only ``layer``; ``direct=False``: MEMIT's distributed share of the last-layer residual."""
     layer: int = 0
     direct: bool = False
@@ -107,7 +158,7 @@ class SingleLayer:
         return self.layer if self.direct else layers[-1]
 
     def residual(self, diff, i, plan, layers):
-        return diff if self.direct else diff / (len(layers) - layers.index(self.layer))
+        return diff if self.direct else memit_share(diff, distance_to_last(self.layer, layers))
 
 
 @dataclass(frozen=True)
@@ -135,10 +186,15 @@ class Dynamic(Boundary):
         if self.criterion != "largest_gap":
             raise ValueError(f"criterion must be 'largest_gap', got {self.criterion!r}")
 
-    def plan(self, layers):
-        if len(layers) < 2:
-            raise ValueError(f"BLUE needs at least two critical layers, got {layers}")
+    def window(self, layers, blue_layers=None):
         return list(layers)
+
+    def plan(self, layers):
+        boundary_pair(layers)                 # at least two layers, as BLUE
+        return list(layers)
+
+    def next_layer(self, i, chosen, layers, gap):
+        return self.choose(i, chosen, layers, gap)
 
     def choose(self, i: int, chosen: list[int], layers: list[int], gap) -> int | None:
         """The layer to update ``i``-th, given the ones ``chosen`` so far, or None when done.

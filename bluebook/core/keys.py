@@ -29,7 +29,7 @@ class LayerStates:
 
 
 @torch.no_grad()
-def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_layers=(),
+def read_states(model, tok, requests: list[EditRequest], key_layers=(), hidden_layers=(),  # noqa: C901 - one batched pass reads keys and states for every template; kept whole to read next to the paper
                 templates=(("{}",),), batch_size: int = 128) -> LayerStates:
     """One batched pass (stopped after the deepest layer needed) giving keys and current states.
 

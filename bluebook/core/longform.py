@@ -32,10 +32,14 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 from transformers import DynamicCache
 
 from bluebook.core.config import TargetConfig
+from bluebook.core.keys import LayerStates
 from bluebook.core.objective import TargetResult, target_dtype
+from bluebook.core.optim import adam_clamp_step, finished
+from bluebook.core.targets import concat_targets
 from bluebook.data.requests import EditRequest
 from bluebook.model.cache import cache_kwarg, returned_cache
 from bluebook.model.device import model_device
@@ -130,7 +134,7 @@ def _optimize_window(step_logits, d: int, device, dt, cfg: TargetConfig):
     each step, stop early once the loss is below ``early_stop``. ``step_logits(delta)`` runs the model
     with δ added and returns ``(logits, first, labels, h0)``. Returns ``(δ, h0, steps, traces, step_seconds)``."""
     delta = torch.zeros(d, device=device, dtype=dt, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    moments = torch.zeros_like(delta), torch.zeros_like(delta)    # Adam's first and second
     trace = {k: [] for k in ("loss", "nll", "kl", "wd", "prob")}
     steps, h0, seconds = cfg.steps, None, []
     for it in range(cfg.steps):
@@ -141,18 +145,11 @@ def _optimize_window(step_logits, d: int, device, dt, cfg: TargetConfig):
         for k, v in zip(trace, (loss, nll, torch.zeros(()), wd, torch.exp(-nll))):
             trace[k].append(float(v.detach()))
         seconds.append(time.perf_counter() - t0)
-        if loss.item() < cfg.early_stop:
-            steps = it
+        if (done := finished(loss.item(), it, cfg)) is not None:
+            steps = done
             break
-        if it == cfg.steps - 1:
-            break
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():
-            max_norm = cfg.clamp_norm_factor * h0.norm()
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
+        grad, = torch.autograd.grad(loss, delta)
+        adam_clamp_step(delta, *moments, grad, it + 1, cfg.lr, cfg.clamp_norm_factor * h0.norm())
     return delta.detach(), h0, steps, trace, seconds
 
 
@@ -256,14 +253,11 @@ def optimize_long_targets(model, tok, requests, layer: int, cfg: TargetConfig | 
                           progress: bool = False) -> TargetResult:
     """v* for every window of every request (``cfg.engine``: ``plain`` or the cached ``fast``), one
     row per window in request order (:func:`column_owners` maps rows to requests)."""
-    from bluebook.core.targets import concat_targets  # the short-target module imports this one's callers
-
     cfg = cfg or TargetConfig()
     layer = check_layers(model, [layer], field="layer")[0]
     run = optimize_long_cached if cfg.engine == "fast" else optimize_long_plain
     it = enumerate(requests)
     if progress and len(requests) > 1:
-        from tqdm.auto import tqdm
         it = tqdm(list(it), desc=f"long v* layer {layer}", leave=False)
     return concat_targets([run(model, tok, r, layer, cfg, j) for j, r in it])
 
@@ -272,8 +266,6 @@ def optimize_long_targets(model, tok, requests, layer: int, cfg: TargetConfig | 
 def read_long_states(model, tok, requests, window: int, key_layers=(), hidden_layers=()):
     """Keys (the edited projection's input) and block outputs at every window's key token, read in
     the text ``prompt ⊕ target`` of each request: ``keys[l]`` ``(m, n_windows)``, ``hidden[l]`` ``(d, n_windows)``."""
-    from bluebook.core.keys import LayerStates
-
     key_layers = check_layers(model, key_layers, field="key_layers") if key_layers else []
     hidden_layers = check_layers(model, hidden_layers, field="hidden_layers") if hidden_layers else []
     spec, device, dt = spec_for(model), model_device(model), target_dtype(model)

@@ -191,7 +191,7 @@ def collect_second_moments(model, tok, layers, texts: list[str], cfg: StatsConfi
     return moments
 
 
-def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: CovarianceStore | None = None,
+def layer_stats(model, tok, layers, cfg: StatsConfig = StatsConfig(), *, store: CovarianceStore | None = None,  # noqa: C901 - the corpus pass with its on-disk cache and provenance checks
                 fingerprint: str | None = None, texts: list[str] | None = None, corpus: str | None = None,
                 progress: bool = True) -> dict[int, LayerStats]:
     """``C`` for each layer, from the disk cache when valid, else computed in one pass and cached.

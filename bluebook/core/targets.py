@@ -1,12 +1,14 @@
-"""Target hidden states v* (a.k.a. z), algorithms.md §1: the plain loop, and the switch to the fast engine.
+"""Target hidden states v* (a.k.a. z), algorithms.md §1: the plain loop.
 
 :func:`optimize_target_plain` is the canonical implementation, written to be read next to the
 paper: for one request, every step runs every prompt through the whole model with δ added to
 block ``l``'s output (the edit space, ``ModelSpec.out``: the MLP output for a post-norm family) at
 the subject's last token, computes the loss of
-:mod:`bluebook.core.objective`, and takes one ``torch.optim.Adam`` step. :func:`optimize_targets`
-runs it for a batch (``TargetConfig.engine="plain"``) or hands the batch to the fast engine
-(:mod:`bluebook.fast.targets`, ``engine="fast"``, the default), an exact alternative tested equal to it.
+:mod:`bluebook.core.objective`, and takes one Adam step (:mod:`bluebook.core.optim`: exactly
+``torch.optim.Adam``'s, followed by the norm clamp). :func:`plain_targets`
+runs it for a batch. :func:`bluebook.editor.targets.optimize_targets` (``bluebook.optimize_targets``)
+chooses between it (``TargetConfig.engine="plain"``) and the fast engine (:mod:`bluebook.fast.targets`,
+``engine="fast"``, the default), an exact alternative tested equal to it.
 """
 from __future__ import annotations
 
@@ -17,15 +19,13 @@ import torch.nn.functional as F
 
 from bluebook.core.config import TargetConfig
 from bluebook.core.objective import TargetResult, build_rows, target_dtype
+from bluebook.core.optim import adam_clamp_step, finished
 from bluebook.core.templates import validate
 from bluebook.data.requests import EditRequest
-from bluebook.fast.targets import fast_targets
 from bluebook.model.device import model_device
 from bluebook.model.hooks import edit_output
-from bluebook.model.specs import check_layers, spec_for
-from bluebook.model.tokens import check_tokenizer, pad_id, right_pad
-
-ENGINES = ("plain", "fast")
+from bluebook.model.specs import spec_for
+from bluebook.model.tokens import pad_id, right_pad
 
 
 def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetConfig | None = None,
@@ -45,7 +45,7 @@ def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetC
     block = spec_for(model).out_name(layer)        # the edit space (ModelSpec.out)
 
     delta = torch.zeros(model.get_input_embeddings().weight.shape[1], device=device, dtype=dt, requires_grad=True)
-    opt = torch.optim.Adam([delta], lr=cfg.lr)
+    moments = torch.zeros_like(delta), torch.zeros_like(delta)    # Adam's first and second
     h0, kl_init, steps = None, None, cfg.steps
     trace = {k: [] for k in ("loss", "nll", "kl", "wd", "prob")}
     t_start, step_seconds = time.perf_counter(), []
@@ -76,18 +76,11 @@ def optimize_target_plain(model, tok, req: EditRequest, layer: int, cfg: TargetC
         for k, v in zip(trace, (loss, nll, kl, wd, torch.exp(-row_nll).mean())):
             trace[k].append(float(v.detach()))
         step_seconds.append(time.perf_counter() - t_step)
-        if loss.item() < cfg.early_stop:
-            steps = it                                     # it gradient steps were taken
+        if (done := finished(loss.item(), it, cfg)) is not None:   # early stop, or the last evaluation
+            steps = done
             break
-        if it == cfg.steps - 1:
-            break                                          # no step after the last evaluation
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        with torch.no_grad():                              # ‖δ‖ ≤ clamp_norm_factor · ‖h^l‖
-            max_norm = cfg.clamp_norm_factor * h0.norm()
-            if delta.norm() > max_norm:
-                delta.mul_(max_norm / delta.norm())
+        grad, = torch.autograd.grad(loss, delta)           # one Adam step, then ‖δ‖ ≤ clamp_norm_factor · ‖h^l‖
+        adam_clamp_step(delta, *moments, grad, it + 1, cfg.lr, cfg.clamp_norm_factor * h0.norm())
     d = delta.detach()[None]
     timing = {"requests": 1, "prefix_seconds": 0.0, "step_seconds": step_seconds,
               "step_active": [1] * len(step_seconds), "seconds": time.perf_counter() - t_start}
@@ -108,23 +101,3 @@ def concat_targets(parts: list[TargetResult]) -> TargetResult:
     join = lambda name: [x for p in parts for x in getattr(p, name)]              # noqa: E731
     return TargetResult(parts[0].layer, cat("z"), cat("delta"), cat("h0"), join("steps"), join("loss"), join("nll"),
                         join("kl"), join("wd"), join("prob"), join("timing"))
-
-
-def optimize_targets(model, tok, requests: list[EditRequest], layer: int, cfg: TargetConfig | None = None,
-                     templates=(("{}",),), *, batch_size: int = 64, progress: bool = True) -> TargetResult:
-    """Optimise v* at block ``layer`` for every request; the same result as one request at a time.
-
-    ``templates`` are the context-template groups (:func:`bluebook.core.templates.context_templates`).
-    ``cfg.engine`` picks the plain loop or the fast engine; requests go in chunks of ``batch_size``.
-    """
-    cfg = cfg or TargetConfig()
-    if not requests:
-        raise ValueError("requests is empty: nothing to optimise")
-    if cfg.engine not in ENGINES:
-        raise ValueError(f"target.engine must be one of {ENGINES}, got {cfg.engine!r}")
-    layer = check_layers(model, [layer], field="layer")[0]
-    check_tokenizer(model, tok)
-    templates = validate(templates)
-    run = fast_targets if cfg.engine == "fast" else plain_targets
-    return concat_targets([run(model, tok, requests[s:s + batch_size], layer, cfg, templates, progress)
-                           for s in range(0, len(requests), batch_size)])

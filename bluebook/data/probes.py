@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bluebook.data.records import ASSETS
+from bluebook.data.requests import EditRequest
 
 __all__ = ["PROBES_DIR", "FACT_POOL", "Probe", "available_probes", "load_probe", "load_fact_pool"]
 
@@ -95,8 +96,6 @@ FACT_POOL = ASSETS / "counterfact_facts_2500_7499.json.xz"
 def load_fact_pool(path: str | Path = FACT_POOL):
     """The held-out CounterFact facts as :class:`~bluebook.data.EditRequest` (prompt, subject,
     target_true, target_new, case_id; no evaluation prompts): the pool of the known-fact probe."""
-    from bluebook.data.requests import EditRequest
-
     with lzma.open(Path(path), "rt", encoding="utf-8") as f:
         rows = json.load(f)
     return [EditRequest(r["prompt"], r["subject"], r["target_new"], r["target_true"], case_id=r["case_id"])

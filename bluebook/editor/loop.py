@@ -14,23 +14,24 @@ returned in an :class:`EditResult`, which applies them when asked (``apply=True`
 """
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 
 import torch
 
-from bluebook.core.config import EditConfig, load_preset, long_form_config, with_overrides
+from bluebook.core.config import EditConfig, load_preset, long_form_config, merge_dicts, with_overrides
 from bluebook.core.keys import read_states
 from bluebook.core.longform import column_owners, long_requests, optimize_long_targets, read_long_states
 from bluebook.core.methods import Method, parse_method
 from bluebook.core.objective import TargetResult
 from bluebook.core.presets import preset_for
 from bluebook.core.stats import layer_stats
-from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates
 from bluebook.data import as_requests
 from bluebook.editor.result import EditResult
 from bluebook.editor.state import SequentialState
+from bluebook.editor.targets import optimize_targets
 from bluebook.model.contract import check_edit_space
 from bluebook.model.device import check_materialized
 from bluebook.model.loading import model_fingerprint
@@ -79,7 +80,7 @@ def resolve_config(model, method: Method | str, hparams=None, layers=None) -> Ed
         cfg = with_overrides(base, **hparams)
         if base.long_overrides and "long_overrides" not in hparams:
             # the caller's overrides win over the preset's long-form section too
-            cfg = with_overrides(cfg, long_overrides=_merge_dicts(base.long_overrides, hparams))
+            cfg = with_overrides(cfg, long_overrides=merge_dicts(base.long_overrides, hparams))
     else:
         raise TypeError(f"hparams must be None, a preset name, an EditConfig or a dict, got {type(hparams).__name__}")
     if layers is not None:
@@ -87,21 +88,13 @@ def resolve_config(model, method: Method | str, hparams=None, layers=None) -> Ed
     return cfg
 
 
-def _merge_dicts(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def critical_and_plan(model, method: Method, cfg: EditConfig, rule=None) -> tuple[list[int], list[int]]:
-    """The critical layers the residual rule works over (BLUE: the two boundary layers; a rule that
-    chooses its layers, :class:`~bluebook.core.distribute.Dynamic`: the whole window) and its plan
-    (for a choosing rule, every layer it may update)."""
+    """The critical layers the residual rule works over (its ``window``: BLUE's two boundary layers;
+    MEMIT's, or a rule that chooses its layers, :class:`~bluebook.core.distribute.Dynamic`: the whole
+    window) and its plan (for a choosing rule, every layer it may update)."""
     rule = rule or method.distribution
     crit = check_layers(model, cfg.layers, field="layers")
-    if method.blue and not hasattr(rule, "choose"):
-        crit = check_layers(model, list(cfg.boundary_layers()), field="blue_layers")
+    crit = check_layers(model, rule.window(crit, cfg.blue_layers), field="blue_layers")
     return crit, rule.plan(crit)
 
 
@@ -145,6 +138,152 @@ def _check_targets(Z: torch.Tensor, layer: int, requests, owners: list[int] | No
             "diverged; lower target.lr or load the model in float32. No weight was changed.")
 
 
+class ShortBatch:
+    """Short targets: one (key, v*) column per request, at the subject's last token, averaged over
+    the context templates."""
+
+    def __init__(self, model, tok, requests, cfg: EditConfig, templates, progress: bool):
+        check_requests(model, tok, requests, templates)
+        self.model, self.tok, self.requests, self.cfg, self.templates = model, tok, requests, cfg, templates
+        self.progress, self.owners, self.columns = progress, None, len(requests)
+
+    def targets(self, layer: int) -> TargetResult:
+        """v* at ``layer`` on the model as it is now."""
+        return optimize_targets(self.model, self.tok, self.requests, layer, self.cfg.target, self.templates,
+                                progress=self.progress)
+
+    def states(self, key_layers, hidden_layers=()):
+        """Keys and current hidden states at the subject's last token."""
+        return read_states(self.model, self.tok, self.requests, key_layers=key_layers, hidden_layers=hidden_layers,
+                           templates=self.templates)
+
+    def describe(self, diagnostics: dict) -> None:
+        pass
+
+
+class LongBatch(ShortBatch):
+    """Long targets, window by window (docs/algorithms.md §7.2): one (key, v*) column per window,
+    at its key token; ``owners[c]`` is the request of column ``c``."""
+
+    def __init__(self, model, tok, requests, cfg: EditConfig, templates, progress: bool):
+        check_requests(model, tok, requests, ())
+        self.model, self.tok, self.requests, self.cfg, self.templates = model, tok, requests, cfg, templates
+        self.progress, self.owners = progress, column_owners(tok, requests, cfg.target)
+        self.columns = len(self.owners)
+
+    def targets(self, layer: int) -> TargetResult:
+        return optimize_long_targets(self.model, self.tok, self.requests, layer, self.cfg.target,
+                                     progress=self.progress)
+
+    def states(self, key_layers, hidden_layers=()):
+        return read_long_states(self.model, self.tok, self.requests, self.cfg.target.window, key_layers,
+                                hidden_layers)
+
+    def describe(self, diagnostics: dict) -> None:
+        """Which request each (key, v*) column belongs to."""
+        diagnostics["long_form"] = {"window": self.cfg.target.window, "columns": self.owners}
+
+
+def batch_kind(tok, requests, cfg: EditConfig):
+    """The configuration and the measuring strategy of a batch: targets longer than one window run
+    window by window (:class:`LongBatch`) with the preset's long-form settings, others as :class:`ShortBatch`."""
+    long_cfg = long_form_config(cfg)
+    if long_requests(tok, requests, long_cfg.target):
+        return long_cfg, LongBatch
+    return cfg, ShortBatch
+
+
+class Targets:
+    """Where the loop's targets ``Z`` come from: optimised on the model as it is now, kept from a
+    choosing rule's :meth:`gap` measurement, or given (``precomputed``, for the first optimisation only)."""
+
+    def __init__(self, batch: ShortBatch, requests, precomputed: dict[int, TargetResult] | None, timings: dict):
+        self.batch, self.requests, self.precomputed, self.timings = batch, requests, precomputed or {}, timings
+        self.probed: dict[int, TargetResult] = {}
+        self.choice: dict[int, dict] = {}
+
+    def gap(self, layer: int) -> float:
+        """v* at ``layer`` on the model as it is now (kept for reuse); the remaining relative gap ‖v* − h‖ / ‖h‖."""
+        t0 = time.perf_counter()
+        tr = self.batch.targets(layer)
+        _check_targets(tr.z.T, layer, self.requests, self.batch.owners)
+        self.probed[layer] = tr
+        g = float((tr.delta.norm(dim=1) / tr.h0.norm(dim=1).clamp_min(1e-12)).mean())
+        self.choice[layer] = {"gap": g, "steps": float(sum(tr.steps) / len(tr.steps)),
+                              "seconds": time.perf_counter() - t0}
+        return g
+
+    def at(self, layer: int, first: bool) -> TargetResult:
+        """The targets at ``layer`` for the next update (``first``: the edit's first optimisation)."""
+        t0 = time.perf_counter()
+        if layer in self.probed:                                          # optimised while choosing
+            tr = self.probed.pop(layer)
+            self.timings["targets"] += self.choice[layer]["seconds"]
+        elif first and layer in self.precomputed:
+            tr = self.precomputed[layer]
+            if tr.z.shape[0] != self.batch.columns:
+                raise ValueError("precomputed_targets do not match the number of requests")
+        else:
+            tr = self.batch.targets(layer)
+        self.timings["targets"] += time.perf_counter() - t0
+        _check_targets(tr.z.T, layer, self.requests, self.batch.owners)
+        return tr
+
+    def describe(self, diagnostics: dict, rule, chosen: list[int], used) -> None:
+        """What a choosing rule measured, and what it cost beyond the targets used."""
+        if self.choice:
+            diagnostics["timings"]["choice"] = sum(c["seconds"] for l, c in self.choice.items() if l not in used)
+            diagnostics["choice"] = {"criterion": rule.criterion, "candidates": self.choice, "chosen": list(chosen)}
+
+
+def walk(rule, crit: list[int], plan: list[int], gap, updated: list[int]):
+    """``(i, l_i)``: the layers ``rule`` updates, in order, each named once the ones before it are
+    applied; ``updated`` grows as they are named."""
+    i = 0
+    while (l := rule.next_layer(i, list(updated), crit, gap)) is not None:
+        if l not in plan:
+            raise ValueError(f"{rule.name}: chose layer {l}, not among the layers {plan}")
+        updated.append(l)
+        yield i, l
+        i += 1
+
+
+def _templates(model, tok, cfg: EditConfig, state: SequentialState, templates):
+    """The context templates: given, else the run's (sampled once, on the unedited model), else sampled now."""
+    if templates is None and cfg.context_templates is None and state.templates is not None:
+        templates = state.templates
+    return context_templates(model, tok, seed=cfg.template_seed, fixed=templates or cfg.context_templates)
+
+
+def _warn_half_precision(model, plan: list[int], cfg: EditConfig) -> None:
+    wdtype = proj_weight(model, plan[0]).dtype
+    if wdtype in (torch.float16, torch.bfloat16):
+        warnings.warn(f"the model's weights are {wdtype}: targets are optimised in float32, solves run in "
+                      f"{cfg.solve_dtype}, and the updates are cast back to {wdtype} (some precision is lost; "
+                      "the reference runs in float32)", RuntimeWarning, stacklevel=3)
+
+
+def _post_process(method: Method, model, deltas: dict, saved: dict, ctx, per_layer: dict) -> dict:
+    """The method's post-processing of the finished updates (RECT, PRUNE), given the pre-edit weights."""
+    if method.post is None:
+        return deltas
+    weights = {l: (saved[l].T if spec_for(model).transposed else saved[l]) for l in deltas}
+    deltas = method.post.process(deltas, weights, ctx)
+    for l in deltas:
+        per_layer[l]["update_norm_post"] = float(deltas[l].norm())
+    return deltas
+
+
+def _commit(method: Method, batch: ShortBatch, plan: list[int], ctx, n_requests: int) -> None:
+    """Run once the batch is applied: the solver's persistent state, the run's counters."""
+    if method.solver.needs_committed_keys():
+        # every layer the rule may update (for a fixed plan, the updated ones): a dynamic rule's
+        # later batches may update a layer this one did not, and C_p there must know these keys
+        method.solver.commit(batch.states(list(plan)).keys, ctx)
+    ctx.state.n_batches += 1
+    ctx.state.n_edits += n_requests
+
+
 def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, hparams=None,
          state: SequentialState | None = None, apply: bool = False, distribution=None,
          templates=None, progress: bool = True,
@@ -171,40 +310,15 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
     spec_for(model)
     check_materialized(model)
     check_tokenizer(model, tok)
-    cfg = resolve_config(model, method, hparams, layers)
-    long_cfg = long_form_config(cfg)                  # the preset's long-form settings, if it has any
-    long = long_requests(tok, requests, long_cfg.target)   # targets longer than a window: window by window
-    if long:
-        cfg = long_cfg
+    cfg, kind = batch_kind(tok, requests, resolve_config(model, method, hparams, layers))   # short or long targets
     rule = distribution or method.distribution
     crit, plan = critical_and_plan(model, method, cfg, rule)
     check_edit_space(model, plan)         # Δk lands where v* and h are measured (model.contract)
     state = _prepare_state(model, method, state)
-    wdtype = proj_weight(model, plan[0]).dtype
-    if wdtype in (torch.float16, torch.bfloat16):
-        warnings.warn(f"the model's weights are {wdtype}: targets are optimised in float32, solves run in "
-                      f"{cfg.solve_dtype}, and the updates are cast back to {wdtype} (some precision is lost; "
-                      "the reference runs in float32)", RuntimeWarning, stacklevel=2)
-    if templates is None and cfg.context_templates is None and state.templates is not None:
-        templates = state.templates        # sampled once per run, on the unedited model
-    templates = context_templates(model, tok, seed=cfg.template_seed, fixed=templates or cfg.context_templates)
-    check_requests(model, tok, requests, () if long else templates)
+    _warn_half_precision(model, plan, cfg)
+    templates = _templates(model, tok, cfg, state, templates)
+    batch = kind(model, tok, requests, cfg, templates, progress)
     state.templates = templates
-    owners = column_owners(tok, requests, cfg.target) if long else None
-
-    def optimize(layer: int) -> TargetResult:
-        """v* at ``layer`` on the model as it is now: one column per request, or per window of a long target."""
-        if long:
-            return optimize_long_targets(model, tok, requests, layer, cfg.target, progress=progress)
-        return optimize_targets(model, tok, requests, layer, cfg.target, templates, progress=progress)
-
-    def states(key_layers, hidden_layers=()):
-        """Keys and current hidden states, at the subject's last token or at each window's key token."""
-        if long:
-            return read_long_states(model, tok, requests, cfg.target.window, key_layers, hidden_layers)
-        return read_states(model, tok, requests, key_layers=key_layers, hidden_layers=hidden_layers,
-                           templates=templates)
-
     ctx = RunContext(model, tok, cfg, state, progress)
     ctx.ensure_stats(plan)                 # statistics first, all layers in one pass, outside the timings
     method.solver.prepare(plan, ctx)
@@ -213,61 +327,21 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
 
     timings = {"targets": 0.0, "keys": 0.0, "solve": 0.0}
     deltas, residuals, keys, targets, per_layer = {}, {}, {}, {}, {}
-    chooser = getattr(rule, "choose", None)   # a rule that picks its layers as the edit goes (Dynamic)
-    probed, choice = {}, {}
-
-    def gap(layer: int) -> float:
-        """v* at ``layer`` on the model as it is now; the remaining relative gap ‖v* − h‖ / ‖h‖."""
-        t0 = time.perf_counter()
-        tr = optimize(layer)
-        _check_targets(tr.z.T, layer, requests, owners)
-        probed[layer] = tr
-        g = float((tr.delta.norm(dim=1) / tr.h0.norm(dim=1).clamp_min(1e-12)).mean())
-        choice[layer] = {"gap": g, "steps": float(sum(tr.steps) / len(tr.steps)),
-                         "seconds": time.perf_counter() - t0}
-        return g
-
-    updated: list[int] = []
-    Z = None
+    source, updated, Z = Targets(batch, requests, precomputed_targets, timings), [], None
     with preserved_weights(model, plan) as saved:
         try:
-            i = 0
-            while True:
-                if chooser is None:
-                    if i == len(plan):
-                        break
-                    l = plan[i]
-                else:
-                    l = chooser(i, list(updated), crit, gap)
-                    if l is None:
-                        break
-                    if l not in plan:
-                        raise ValueError(f"{rule.name}: chose layer {l}, not among the layers {plan}")
-                updated.append(l)
-                order = plan if chooser is None else updated
-                tl = rule.target_layer(i, order, crit)
+            for i, l in walk(rule, crit, plan, source.gap, updated):     # each layer l_i the rule updates:
+                tl = rule.target_layer(i, updated, crit)
                 if tl is not None:                                        # 1. targets Z = v*
-                    t0 = time.perf_counter()
-                    if tl in probed:                                      # optimised while choosing
-                        tr = probed.pop(tl)
-                        timings["targets"] += choice[tl]["seconds"]
-                    elif i == 0 and precomputed_targets and tl in precomputed_targets:
-                        tr = precomputed_targets[tl]
-                        if tr.z.shape[0] != (len(owners) if long else len(requests)):
-                            raise ValueError("precomputed_targets do not match the number of requests")
-                    else:
-                        tr = optimize(tl)
-                    timings["targets"] += time.perf_counter() - t0
-                    targets[tl] = tr
-                    Z = tr.z.T                                            # (d, n)
-                    _check_targets(Z, tl, requests, owners)
-                ml = rule.measure_layer(i, order, crit)
+                    targets[tl] = source.at(tl, first=i == 0)
+                    Z = targets[tl].z.T                                   # (d, n)
+                ml = rule.measure_layer(i, updated, crit)
                 t0 = time.perf_counter()                                  # 2. keys K, current h
-                st = states([l], [ml])
+                st = batch.states([l], [ml])
                 timings["keys"] += time.perf_counter() - t0
                 K, h = st.keys[l], st.hidden[ml]
                 diff = Z.to(h.device) - h
-                R = rule.residual(diff, i, order, crit)                   # 3. residual and solve
+                R = rule.residual(diff, i, updated, crit)                 # 3. residual and solve
                 t0 = time.perf_counter()
                 D = method.solver.delta(K, R, l, ctx)
                 timings["solve"] += time.perf_counter() - t0
@@ -278,34 +352,17 @@ def edit(model, tok, requests, method: str | Method = "memit", *, layers=None, h
                                 "residual_norm": float(R.norm(dim=0).mean()),
                                 "update_norm": float(D.norm()),
                                 "weight_norm": float(saved[l].norm())}
-                i += 1
         finally:
             restore_weights(model, saved)
-        if method.post is not None:
-            weights = {l: (saved[l].T if spec_for(model).transposed else saved[l]) for l in deltas}
-            deltas = method.post.process(deltas, weights, ctx)
-            for l in deltas:
-                per_layer[l]["update_norm_post"] = float(deltas[l].norm())
-
-    def commit():
-        """Run once the batch is applied: the solver's persistent state, the run's counters."""
-        if method.solver.needs_committed_keys():
-            # every layer the rule may update (for a fixed plan, the updated ones): a dynamic rule's
-            # later batches may update a layer this one did not, and C_p there must know these keys
-            method.solver.commit(states(list(plan)).keys, ctx)
-        state.n_batches += 1
-        state.n_edits += len(requests)
+        deltas = _post_process(method, model, deltas, saved, ctx, per_layer)
 
     diagnostics = {"layers": per_layer, "timings": timings, "distribution": rule.name, "config": cfg}
-    if long:                           # which request each (key, v*) column belongs to
-        diagnostics["long_form"] = {"window": cfg.target.window, "columns": owners}
-    if chooser is not None:            # what the choice measured, and what it cost beyond the targets used
-        timings["choice"] = sum(c["seconds"] for l, c in choice.items() if l not in targets)
-        diagnostics["choice"] = {"criterion": getattr(rule, "criterion", rule.name), "candidates": choice,
-                                 "chosen": list(updated)}
+    batch.describe(diagnostics)
+    source.describe(diagnostics, rule, updated, targets)
     result = EditResult(method=method.name, layers=list(updated), deltas=deltas, residuals=residuals, keys=keys,
-                        targets=targets, diagnostics=diagnostics,
-                        state=state, requests=requests, model=model, _commit=commit, state_layers=list(plan))
+                        targets=targets, diagnostics=diagnostics, state=state, requests=requests, model=model,
+                        _commit=functools.partial(_commit, method, batch, plan, ctx, len(requests)),
+                        state_layers=list(plan))
     if apply:
         t0 = time.perf_counter()
         result.apply()

@@ -2,18 +2,28 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from bluebook.core.methods import METHODS
+from bluebook.data.longform import load_longform
 from bluebook.data.probes import available_probes
 from bluebook.editor.loop import prepare_stats
+from bluebook.experiments.longform import longform_claims, run_longform, summarize_longform
 from bluebook.experiments.notebooks import record_notebook, run_all
 from bluebook.experiments.replicate import CheckpointMismatch, replicate, results_table
+from bluebook.experiments.verdicts import budget_hparams
+from bluebook.metrics.consistency import ConsistencyResources
 from bluebook.metrics.suite import AbilitySuite
 from bluebook.model.loading import GGUF_MODELS, load_model, prepare_gguf_model
+from bluebook.runs import append_jsonl, machine_info, source_commit, write_json
 
 
 def _count(minimum: int):
@@ -52,8 +62,6 @@ def _suite(args) -> AbilitySuite | None:
 def _exit_on_sigterm():
     """Turn SIGTERM into ``SystemExit(143)`` so a killed run still records the end of its sitting;
     returns the function that puts the caller's handler back (a command run in-process leaves none)."""
-    import signal
-
     def _stop(signum, frame):
         raise SystemExit(128 + signum)
     previous = signal.signal(signal.SIGTERM, _stop)
@@ -69,10 +77,6 @@ def _recorded_invocation(out: Path):
     ``"error"``, and SIGTERM (turned into ``SystemExit`` while inside) or Ctrl-C records
     ``"stopped (...)"``, so a killed sitting still says how it ended. The caller's SIGTERM handler is
     put back on the way out."""
-    import os
-
-    from bluebook.runs import append_jsonl, machine_info, source_commit
-
     log = Path(out) / "invocations.jsonl"
     start = time.time()
     entry = {"pid": os.getpid(), "command": "python -m bluebook " + " ".join(sys.argv[1:]),
@@ -109,7 +113,6 @@ def _resources(folder):
     """Consistency resources from a folder with the reference's three files (None without one)."""
     if not folder:
         return None
-    from bluebook.metrics.consistency import ConsistencyResources
 
     d = Path(folder)
     missing = [f for f in ("attribute_snippets.json", "idf.npy", "tfidf_vocab.json") if not (d / f).exists()]
@@ -126,7 +129,6 @@ def _hparams(args):
     if args.hparams is not None:
         raise ValueError("--budget sets the v* steps of the model's preset; it cannot be combined "
                          "with --hparams (give per-method target steps in the hparams file instead)")
-    from bluebook.experiments.verdicts import budget_hparams
 
     # "none" (the unedited baseline alone) edits nothing, so it has no v* budget
     methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
@@ -191,14 +193,6 @@ def add_cli(subparsers) -> None:
 def run_longform_cli(args) -> int:
     """``python -m bluebook longform``: the long-form comparison on the shipped set (or a local copy),
     resumable, with its provenance in ``<out>/invocations.jsonl`` and a ``summary.json``."""
-    import json
-
-    from bluebook.data.longform import load_longform
-    from bluebook.experiments.longform import longform_claims, run_longform, summarize_longform
-    from bluebook.experiments.verdicts import budget_hparams
-    from bluebook.model.loading import load_model
-    from bluebook.runs import write_json
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     with _recorded_invocation(out) as outcome:
@@ -247,8 +241,6 @@ def add_longform_cli(subparsers) -> None:
 
 def _params(pairs) -> dict:
     """``["n=50", "methods=[memit, memit_blue]"]`` → ``{"n": 50, "methods": ["memit", "memit_blue"]}``."""
-    import yaml
-
     out = {}
     for item in pairs:
         name, sep, value = item.partition("=")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from bluebook.core.names import is_blue_pair, split_method
 from bluebook.experiments.tables import COLUMNS, UNEDITED, ordered
-from bluebook.experiments.verdicts import step_cap
 from bluebook.metrics.intervals import interval, paired_difference
 from bluebook.runs import atomic_write_text, read_jsonl, write_json
 
@@ -73,6 +72,12 @@ class Run:
         if not runs:
             return []
         return sorted(set.intersection(*(set(r.points) for r in runs)))
+
+
+def step_cap(config: dict) -> int | None:
+    """The v* step cap of one optimisation in a run configuration (``progress.json``'s ``config``)."""
+    target = (config.get("resolved_config") or {}).get("target") or {}
+    return int(target["steps"]) if "steps" in target else None
 
 
 def _read(path: Path):
@@ -178,7 +183,7 @@ def _baseline(run: Run, k: int, metric: str):
     return interval(vals, scale=100.0) if any(v is not None for v in vals) else None
 
 
-def curve_rows(run: Run, metrics=None) -> list[dict]:
+def curve_rows(run: Run, metrics=None) -> list[dict]:  # noqa: C901 - one row per method and evaluation point, with the optional columns
     """Long-format rows ``{method, edits, metric, value, low, high, n}`` for every method's points,
     the unedited model on the same records (method ``"unedited"``) and the general-ability numbers
     (metrics ``"ability:<name>"``; perplexity is not ×100)."""

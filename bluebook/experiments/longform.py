@@ -14,15 +14,19 @@ bootstrap intervals and paired BLUE-minus-base differences.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+from tqdm.auto import tqdm
 
 from bluebook.core.config import EditConfig, long_form_config, with_overrides
 from bluebook.core.methods import parse_method
 from bluebook.core.names import for_method, is_blue_pair, split_method
 from bluebook.editor.loop import edit, prepare_stats, resolve_config
 from bluebook.experiments.verdicts import budget_rule
+from bluebook.metrics.claims import SMALL_SAMPLE, claim
 from bluebook.metrics.intervals import bootstrap_mean, interval, paired_difference
 from bluebook.metrics.longform import (
     TEXT_METRICS,
@@ -93,8 +97,6 @@ def export_longform_run(src: str | Path, dst: str | Path, runs_root: str | Path 
     """Copy a long-form run folder (and its per-process sub-folders) to ``dst`` for committing:
     ``rows.jsonl``, ``config.json``, ``invocations.jsonl`` (the machine's run-folder path in each
     command written as ``$RUNS``) and a ``status.json`` saying how far each method got."""
-    import shutil
-
     src, dst = Path(src), Path(dst)
     root = str(Path(runs_root) if runs_root is not None else src.parent)
     folders = [d for d in [src, *sorted(p for p in src.iterdir() if p.is_dir())] if (d / "rows.jsonl").exists()]
@@ -131,7 +133,7 @@ def _score_row(model, tok, req, gens: dict, target_emb, before_unrelated) -> dic
     return {"scores": scores, "locality": loc}
 
 
-def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hparams=None,
+def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hparams=None,  # noqa: C901 - the resumable run: skips, per-method edits and evaluation in one loop
                  max_new_tokens: int | None = None, resume: bool = True, progress: bool = True) -> list[dict]:
     """Edit each long-form request on its own with each method, score it, restore the weights.
 
@@ -143,8 +145,6 @@ def run_longform(model, tok, requests, methods=LONGFORM_METHODS, *, out=None, hp
     ``out``: a folder for ``rows.jsonl`` and ``config.json`` (resumed when ``resume``).
     Returns every row: the unedited model's (``method="none"``) and each method's per record.
     """
-    from tqdm.auto import tqdm
-
     methods = [parse_method(m).name for m in methods]
     requests = list(requests)
     for r in requests:
@@ -314,8 +314,6 @@ def longform_claims(rows: list[dict], evidence: str = "live", note: str = "") ->
     paired difference (BLUE − base) of ROUGE-L on the edit prompt and on the paraphrase, over the
     same records. *Agrees* when BLUE is not worse beyond a margin of 0.02 ROUGE-L — the claim is
     that BLUE stays effective, not that it wins — *disagrees* when it is clearly worse."""
-    from bluebook.metrics.claims import SMALL_SAMPLE, claim
-
     methods = list(dict.fromkeys(r["method"] for r in rows))
     claims = {}
     for blue in methods:

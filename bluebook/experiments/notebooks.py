@@ -11,7 +11,7 @@ import yaml
 from bluebook.experiments.scorecard import GROUPS, report_lines
 from bluebook.experiments.verdicts import recorded_comparisons
 from bluebook.metrics.claims import SMALL_SAMPLE
-from bluebook.runs import atomic_write_text, write_json
+from bluebook.runs import atomic_write_text, machine_info, source_commit, write_json
 
 
 def notebook_dir() -> Path:
@@ -48,7 +48,7 @@ def run_notebook(path: Path, out_dir: Path, parameters: dict | None = None, prof
 
     ``profile="full"`` loads ``notebooks/params/full/<stem>.yaml`` as parameters.
     """
-    import papermill as pm
+    import papermill as pm  # deferred: an optional package (the notebooks extra), ~1.8 s to import
 
     path = Path(path)
     target = Path(out_dir) / path.stem
@@ -93,6 +93,7 @@ def _cell(text) -> str:
 
 def export_html(executed: Path) -> Path:
     """An HTML copy of an executed notebook beside it (nbconvert's lab template, outputs kept)."""
+    # deferred: optional packages (the notebooks extra), ~1.5 s to import
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -126,8 +127,6 @@ def write_report(out: Path, index: dict, profile: str = "ci") -> Path:
     """``out/README.md``: the scorecard first (one verdict per claim, grouped by the paper's argument,
     :mod:`bluebook.experiments.scorecard`), then each notebook's figures in order, its time and links
     to the executed notebook and its HTML export."""
-    from bluebook.runs import machine_info, source_commit
-
     total = sum(i["seconds"] for i in index.values())
     mach = machine_info()
     lines = ["# bluebook results", "",
@@ -193,8 +192,6 @@ def record_notebook(name: str, root: str | Path | None = None, profile: str = "f
     ``results/notebooks/``) and keep what its recorded tier needs: ``metrics.json`` and
     ``provenance.json`` (command, commit, start, end, machine, wall time, profile, parameters).
     The executed notebook and figures stay there too, for reading; commit the two JSON files."""
-    from bluebook.runs import machine_info, source_commit
-
     books = [b for b in list_notebooks() if name in (b.stem, b.name, b.stem[:2])]
     if len(books) != 1:
         raise ValueError(f"name must pick one notebook (a stem or its number), got {name!r}")

@@ -127,7 +127,7 @@ def _check_config(found: dict, expected: dict, where: Path, edited: int = 0) -> 
             "Use another output folder, or resume=False (--no-resume) to discard it and start clean.")
 
 
-def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, originals: dict,
+def _run_method(model, tok, method, requests, batch, hp, mdir: Path, cfg: dict, originals: dict,  # noqa: C901 - one method's resumable batches, checkpoints and evaluation points
                 resume: bool, progress: bool, plan: EvalPlan, ability_ref: dict, log) -> dict:
 
     progress_file = mdir / "progress.json"
@@ -244,7 +244,7 @@ def _load_requests(dataset, n, data_path, requests):
     return loader(path=data_path, n=n)
 
 
-def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit", "memit_blue"), n: int = 100,
+def replicate(model_name_or_model, dataset: str = "counterfact", methods=("memit", "memit_blue"), n: int = 100,  # noqa: C901 - the sequential runner's options (resume, probes, ability suite) meet here
               batch: int = 20, out: str | Path = "replication", hparams=None, device="auto",
               generation: bool = False, resume: bool = True, progress: bool = True, *, tok=None,
               requests=None, data_path: str | Path | None = None, load_kwargs: dict | None = None,

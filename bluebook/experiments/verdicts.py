@@ -9,7 +9,11 @@ comparison are combined with :func:`bluebook.metrics.claims.decide`.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from bluebook.core.names import split_method
+from bluebook.experiments.curves import EQUAL_TOTAL_SUFFIX, equal_total_run, load_run, pair_differences, step_cap
 from bluebook.experiments.paper import paper_difference
 from bluebook.metrics.claims import claim, decide, difference_verdict, paired_claim, separation_verdict
 
@@ -65,8 +69,6 @@ def recorded_blue_vs_base(run, metrics=METRICS) -> dict:
     """The same claims from a recorded sequential run (:func:`bluebook.experiments.curves.load_run`),
     at the largest evaluation point both methods of a pair reached; a pair with no common point yet
     gets an *inconclusive* entry that says so."""
-    from bluebook.experiments.curves import pair_differences
-
     out = {}
     bases = sorted({split_method(m)[1] for m in run.methods})
     for base in bases:
@@ -135,10 +137,6 @@ def recorded_comparisons(root, datasets=None, suffix=None) -> list[dict]:
     with its equal-total sibling ``<name><suffix>`` where that folder exists (``suffix`` defaults
     to :data:`bluebook.experiments.curves.EQUAL_TOTAL_SUFFIX`; folders ending in it are read only
     as siblings)."""
-    from pathlib import Path
-
-    from bluebook.experiments.curves import EQUAL_TOTAL_SUFFIX, equal_total_run, load_run
-
     suffix = suffix or EQUAL_TOTAL_SUFFIX
     rows = []
     for folder in sorted(p for p in Path(root).glob("*") if p.is_dir() and not p.name.endswith(suffix)):
@@ -211,8 +209,6 @@ def combined(live: dict, recorded: dict) -> dict:
 
 
 def _progress_file(run_folder, method: str, folders: dict | None):
-    from pathlib import Path
-
     return Path((folders or {}).get(method) or Path(run_folder) / method) / "progress.json"
 
 
@@ -224,8 +220,6 @@ def step_budget(run_folder, methods, budget, folders: dict | None = None) -> dic
     gives both a budget most requests stop early within, and this table shows whether they did.
     ``budget``: the cap of one optimisation, one int or ``{method: int}``; ``folders``: ``{method:
     its folder}`` where a method's files are elsewhere (a column borrowed from another run)."""
-    import json
-
     out = {}
     for m in methods:
         p = _progress_file(run_folder, m, folders)
@@ -249,8 +243,6 @@ def step_budget(run_folder, methods, budget, folders: dict | None = None) -> dic
 
 def run_caps(run_folder, methods, folders: dict | None = None) -> dict:
     """``{method: v* step cap of one optimisation}`` as a replicate run folder resolved it."""
-    import json
-
     out = {}
     for m in methods:
         p = _progress_file(run_folder, m, folders)
@@ -259,12 +251,6 @@ def run_caps(run_folder, methods, folders: dict | None = None) -> dict:
             if cap is not None:
                 out[m] = cap
     return out
-
-
-def step_cap(config: dict) -> int | None:
-    """The v* step cap of one optimisation in a run configuration (``progress.json``'s ``config``)."""
-    target = (config.get("resolved_config") or {}).get("target") or {}
-    return int(target["steps"]) if "steps" in target else None
 
 
 def budget_rule(base_cap: int, blue_cap: int, per: str = "request") -> str:
@@ -378,9 +364,6 @@ def largest_sample(*claim_sets: dict) -> dict:
 
 def chosen_layers(run_folder, method: str) -> list[list[int]]:
     """The layers ``method`` updated in each batch of a replicate run folder (``progress.json``)."""
-    import json
-    from pathlib import Path
-
     p = Path(run_folder) / method / "progress.json"
     if not p.exists():
         return []

@@ -13,7 +13,8 @@ What changes is only where the arithmetic is spent, never what is computed:
 * **Suffix groups.** Rows are grouped by suffix length (little padding); as requests stop early
   the groups are rebuilt from the rows still optimised (``TargetConfig.regroup_below``).
 * **Batched Adam.** All requests share one forward/backward pass; each keeps its own Adam moments,
-  norm clamp and early stop, so every request ends where optimising it alone would.
+  norm clamp and early stop, so every request ends where optimising it alone would. The step is
+  the plain loop's own (:func:`bluebook.core.optim.adam_clamp_step`, one row per request).
 
 Tests hold it equal to the plain loop on GPT-2, GPT-J and Llama (float64, to round-off).
 """
@@ -28,14 +29,12 @@ from tqdm.auto import tqdm
 
 from bluebook.core.config import TargetConfig
 from bluebook.core.objective import TargetResult, build_rows, target_dtype
+from bluebook.core.optim import adam_clamp_step, finished
 from bluebook.fast.prefix_cache import PrefixCache
 from bluebook.model.device import model_device
 from bluebook.model.hooks import edit_output
 from bluebook.model.specs import get_module, output_logits, spec_for
 from bluebook.model.tokens import pad_id
-
-# torch.optim.Adam's defaults, which the plain loop uses
-ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 def blocks_return_tensors(model, layer: int) -> bool:
@@ -55,7 +54,7 @@ def blocks_return_tensors(model, layer: int) -> bool:
     return bool(seen.get("bare"))
 
 
-def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
+def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,  # noqa: C901 - the batched v* loop, kept in one piece so that it reads against the plain loop
                  progress: bool = False) -> TargetResult:
     """Optimise v* at block ``layer`` for ``requests`` together (one chunk; see the module docstring)."""
     device, dt = model_device(model), target_dtype(model)
@@ -189,27 +188,18 @@ def fast_targets(model, tok, requests, layer: int, cfg: TargetConfig, templates,
                     traces[key][j].append(row[a])
             keep = []
             for a, j in enumerate(act_list):
-                if vals[0][a] < cfg.early_stop:
-                    steps[j] = it
-                elif it == cfg.steps - 1:
-                    steps[j] = cfg.steps
-                else:
+                steps[j] = finished(vals[0][a], it, cfg)         # early stop, or the last evaluation
+                if steps[j] is None:
                     keep.append(a)
             if keep:
                 keep_t = torch.tensor(keep, device=device)
                 grad, = torch.autograd.grad(loss[keep_t].sum(), d_act)
-                g = grad[keep_t].to(dt)
                 jj = active[keep_t]
-                tt = it + 1
-                m_adam[jj] = ADAM_BETA1 * m_adam[jj] + (1 - ADAM_BETA1) * g
-                v_adam[jj] = ADAM_BETA2 * v_adam[jj] + (1 - ADAM_BETA2) * g * g
-                step_size = cfg.lr / (1 - ADAM_BETA1 ** tt)
-                denom = v_adam[jj].sqrt() / (1 - ADAM_BETA2 ** tt) ** 0.5 + ADAM_EPS
-                new = delta[jj] - step_size * m_adam[jj] / denom
-                max_norm = cfg.clamp_norm_factor * h0[jj].norm(dim=1)
-                norm = new.norm(dim=1)
-                scale = torch.where(norm > max_norm, max_norm / norm, torch.ones_like(norm))
-                delta[jj] = new * scale[:, None]
+                # the plain loop's Adam step and clamp, one row per request
+                new, m_rows, v_rows = delta[jj], m_adam[jj], v_adam[jj]
+                adam_clamp_step(new, m_rows, v_rows, grad[keep_t].to(dt), it + 1, cfg.lr,
+                                cfg.clamp_norm_factor * h0[jj].norm(dim=1, keepdim=True))
+                delta[jj], m_adam[jj], v_adam[jj] = new, m_rows, v_rows
                 active = jj
             else:
                 active = active[:0]

@@ -15,6 +15,10 @@ small sample) or ``"recorded"`` (committed full-size results, with their provena
 """
 from __future__ import annotations
 
+import numpy as np
+
+from bluebook.metrics.intervals import bootstrap_mean, interval, paired_difference, wilson
+
 __all__ = ["VERDICTS", "SMALL_SAMPLE", "difference_verdict", "separation_verdict", "claim", "threshold_claim",
            "paired_claim", "correlation_claim", "all_hold_claim", "decide", "claims_frame", "check_claims"]
 
@@ -91,8 +95,6 @@ def threshold_claim(paper: str, values, threshold: float, direction: int = 1, ev
     ``rate=None`` decides from the values (all 0 or 1: flags); pass ``rate=False`` for counts or
     measurements that merely happen to be 0 or 1 (e.g. step counts that are all 0).
     ``threshold`` is on the scale of the result (``scale`` times the values)."""
-    from bluebook.metrics.intervals import bootstrap_mean, interval
-
     vals = list(values)
     est = bootstrap_mean(vals, scale=scale) if rate is False else interval(vals, scale=scale)
     verdict = difference_verdict(est.low - threshold, est.high - threshold, direction)
@@ -104,8 +106,6 @@ def paired_claim(paper: str, a, b, direction: int = 1, evidence: str = "live", n
                  scale: float = 1.0, margin: float = 0.0) -> dict:
     """"``a`` is higher than ``b`` on the same records" (``direction=1``; ``-1``: lower): ``ours`` is
     ``mean(a − b)`` with a paired bootstrap interval (:func:`~bluebook.metrics.intervals.paired_difference`)."""
-    from bluebook.metrics.intervals import paired_difference
-
     est = paired_difference(list(a), list(b), scale=scale)
     verdict = difference_verdict(est.low, est.high, direction, margin)
     return claim(paper, round(est.value, 6), (est.low, est.high), est.n, verdict, evidence,
@@ -117,8 +117,7 @@ def correlation_claim(paper: str, x, y, direction: int = 1, evidence: str = "liv
     """"``y`` rises with ``x``" (``direction=1``; ``-1``: falls): ``ours`` is Spearman's rank
     correlation, its interval a percentile bootstrap over the (x, y) pairs resampled jointly
     (``scipy.stats``). Pairs that share a request or a layer are not independent; say so in ``note``."""
-    import numpy as np
-    from scipy.stats import bootstrap, spearmanr
+    from scipy.stats import bootstrap, spearmanr  # deferred: scipy.stats imports in ~0.9 s
 
     x, y = np.asarray(list(x), dtype=float), np.asarray(list(y), dtype=float)
     if x.shape != y.shape or x.size < 3:
@@ -143,8 +142,6 @@ def all_hold_claim(paper: str, flags, evidence: str = "live", note: str = "") ->
     """A statement that must hold for *every* case (a theorem, an identity): ``ours`` is the fraction
     of cases where it holds, with its Wilson interval; one counterexample is a disagreement, and no
     counterexample is an agreement (a test of a proof, not an estimate of a rate)."""
-    from bluebook.metrics.intervals import wilson
-
     flags = [bool(f) for f in flags]
     if not flags:
         raise ValueError("all_hold_claim: no cases")
@@ -189,7 +186,7 @@ def decide(live: dict | None, recorded: dict | None = None) -> dict:
 
 def claims_frame(claims: dict):
     """The claims as a pandas table (one row per claim; the interval as ``low``/``high``)."""
-    import pandas as pd
+    import pandas as pd  # deferred: ~0.4 s, for this table only
 
     rows = []
     for name, c in claims.items():

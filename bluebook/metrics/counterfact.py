@@ -17,7 +17,7 @@ def _cf_prompt_sets(req: EditRequest) -> dict[str, list[str]]:
             "neighborhood": list(req.neighborhood_prompts)}
 
 
-def evaluate_counterfact(model, tok, requests, batch_size: int = 64, generation: bool = False,
+def evaluate_counterfact(model, tok, requests, batch_size: int = 64, generation: bool = False,  # noqa: C901 - the CounterFact metrics, one branch per prompt kind
                          resources: ConsistencyResources | None = None, max_out_len: int = 100,
                          top_k: int = 5, seed: int = 0, gen_batch_size: int = 32) -> list[dict]:
     """CounterFact metrics per case (algorithms.md §9.2), all prompts of all cases batched together.

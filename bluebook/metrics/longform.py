@@ -20,7 +20,9 @@ import re
 from collections import Counter
 from typing import Sequence
 
+import sacrebleu
 import torch
+from rouge_score import rouge_scorer
 from transformers import GenerationConfig
 
 from bluebook.metrics.scoring import prefix_ids
@@ -47,9 +49,6 @@ def token_f1(prediction: str, reference: str) -> float:
 
 def text_scores(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE-1/2/L F-measures, sentence BLEU (0–1) and token F1 of ``prediction`` against ``reference``."""
-    import sacrebleu
-    from rouge_score import rouge_scorer
-
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=False)
     rs = scorer.score(reference, prediction)
     bleu = sacrebleu.metrics.BLEU(effective_order=True).sentence_score(prediction, [reference]).score / 100
@@ -129,8 +128,6 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> list[float]:
 def locality_scores(before: Sequence[str], after: Sequence[str]) -> list[dict]:
     """Per unrelated prompt: ROUGE-L between the unedited and the edited continuation, and whether
     the two are identical."""
-    from rouge_score import rouge_scorer
-
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
     return [{"rougeL": scorer.score(b, a)["rougeL"].fmeasure if (a.strip() or b.strip()) else 1.0,
              "unchanged": float(a == b)} for b, a in zip(before, after)]

@@ -13,6 +13,9 @@ chance before any edit measures nothing, and its changes after editing are noise
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -26,9 +29,6 @@ __all__ = ["format_prompt", "label_nll", "content_free_nll", "evaluate_probe", "
 
 def probe_digest(probe: Probe) -> str:
     """A short hash of what a probe's numbers depend on: template, label words and items."""
-    import hashlib
-    import json
-
     blob = json.dumps([probe.template, probe.label_words, list(probe.items)], sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
 
@@ -68,9 +68,7 @@ def content_free_nll(model, tok, probe: Probe, batch_size: int = 16, chat: bool 
 
 
 def _bootstrap(stat, y, p, confidence, n_resamples, seed) -> tuple[float, float]:
-    import warnings
-
-    from scipy.stats import bootstrap
+    from scipy.stats import bootstrap  # deferred: scipy.stats imports in ~0.9 s
 
     if len(set(y.tolist())) < 2 and len(set(p.tolist())) < 2:
         v = stat(y, p)

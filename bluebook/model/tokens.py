@@ -1,6 +1,8 @@
 """Prompt templates and the subject's last-token index (algorithms.md §0.1)."""
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 
@@ -155,8 +157,6 @@ def check_requests(model, tok, requests, templates=()) -> None:
     (inside the longest context template) longer than the model's context. Warn when a subject's
     last token merges with the text after it (the key is then read at the merged token, as in the
     reference implementations)."""
-    import warnings
-
     seen: dict = {}
     for i, r in enumerate(requests):
         if r.case_id is not None:

@@ -102,7 +102,7 @@ def ability_curves(rows: Sequence[dict], metrics: Sequence[str], bases: Sequence
     return fig
 
 
-def paired_forest(rows: Sequence[dict], metrics: Sequence[str] = ("efficacy", "generalization", "specificity"),
+def paired_forest(rows: Sequence[dict], metrics: Sequence[str] = ("efficacy", "generalization", "specificity"),  # noqa: C901 - figure layout options
                   title: str | None = None):
     """Paired BLUE − base differences with their 95 % intervals, one panel per metric, one line per
     dataset and base method (labelled by the base), one marker per v* budget rule (grey squares:

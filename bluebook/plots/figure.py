@@ -22,7 +22,7 @@ def new_figure(ncols: int = 1, figsize: tuple[float, float] = (5.0, 3.6), *, lay
 def in_notebook() -> bool:
     """Whether this runs inside a Jupyter kernel (JupyterLab, papermill, nbconvert)."""
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # optional: present inside a Jupyter kernel only
     except ImportError:                  # IPython is not a dependency of the package itself
         return False
     shell = get_ipython()
@@ -38,7 +38,7 @@ def show(fig, output_dir, name: str, dpi: int = 120) -> None:
     """
     path = save(fig, output_dir, name, dpi=dpi)
     if in_notebook():
-        from IPython.display import Image, display
+        from IPython.display import Image, display  # optional: present inside a Jupyter kernel only
         display(Image(filename=str(path)))
 
 

@@ -6,7 +6,8 @@ import bluebook
 from bluebook import EditRequest
 from bluebook.core.config import EditConfig, StatsConfig, TargetConfig
 from bluebook.core.keys import read_states
-from bluebook.core.targets import optimize_target_plain, optimize_targets
+from bluebook.core.targets import optimize_target_plain
+from bluebook.editor.targets import optimize_targets
 from bluebook.model.hooks import Trace, hook_count
 from bluebook.model.specs import math_weight, proj_weight, spec_for
 from bluebook.model.tokens import subject_last_index

@@ -12,7 +12,8 @@ import torch
 import bluebook
 from bluebook import EditRequest
 from bluebook.core.config import TargetConfig, with_overrides
-from bluebook.core.targets import optimize_target_plain, optimize_targets
+from bluebook.core.targets import optimize_target_plain
+from bluebook.editor.targets import optimize_targets
 
 REQS = [
     EditRequest("The capital of {} is", "France", "Rome", "Paris", case_id=0),

@@ -138,7 +138,7 @@ def current_hidden(model, tok, requests, layer):
 
 
 # ------------------------------------------------------------------------------ §1 compute_z (v*)
-def compute_z(model, tok, req, layer, templates, hp: TargetHP):
+def compute_z(model, tok, req, layer, templates, hp: TargetHP):  # noqa: C901 - a transcription of the reference, kept in its shape
     """Optimise δ added to block ``layer``'s output at the subject's last token so that the model
     predicts ``target_new`` after every context-prefixed prompt, with a KL penalty on "{} is a".
     Returns ``(z = h0 + δ, steps)``; ``steps`` counts as algorithms.md §10.4."""

@@ -1,5 +1,6 @@
 """The package's layout rules, checked on its source: module size, private names, import cycles, layers."""
 import ast
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,9 @@ LAYERS = {
     "runs": set(),
     "model": {"runs"},
     "data": {"model", "runs"},
-    "core": {"model", "data", "fast", "runs"},      # core.targets picks the fast engine; fast never imports it
+    "core": {"model", "data", "runs"},
     "fast": {"model", "core", "runs"},
-    "editor": {"core", "model", "data", "runs"},
+    "editor": {"core", "fast", "model", "data", "runs"},   # editor.targets picks the v* engine
     "metrics": {"core", "model", "data", "runs"},
     "locate": {"model", "data", "core", "runs"},
     "analysis": {"editor", "core", "model", "data", "metrics", "runs"},
@@ -24,9 +25,9 @@ LAYERS = {
 }
 
 
-def modules():
-    for p in sorted(PKG.rglob("*.py")):
-        rel = p.relative_to(PKG.parent).with_suffix("")
+def modules(pkg: Path = PKG):
+    for p in sorted(pkg.rglob("*.py")):
+        rel = p.relative_to(pkg.parent).with_suffix("")
         parts = list(rel.parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
@@ -34,7 +35,8 @@ def modules():
 
 
 def imports(path: Path):
-    """(module imported, names imported, is_top_level) for every bluebook import in ``path``."""
+    """(module imported, names imported, is_top_level) for every bluebook import in ``path``, at
+    module level or inside a function (the whole syntax tree is walked)."""
     tree = ast.parse(path.read_text())
     top = set(map(id, tree.body))
     out = []
@@ -59,13 +61,12 @@ def test_no_private_name_is_imported_across_modules():
     assert not bad, bad
 
 
-def test_no_import_cycles():
-    mods = dict(modules())
+def import_cycles(pkg: Path = PKG) -> list[list[str]]:
+    """Every import cycle among the modules of ``pkg``, function-local imports included."""
+    mods = dict(modules(pkg))
     graph = {m: set() for m in mods}
     for m, p in mods.items():
-        for mod, names, top in imports(p):
-            if not top:
-                continue
+        for mod, names, _ in imports(p):       # function-local imports count: they close cycles too
             for target in [f"{mod}.{n}" for n in names] + [mod]:
                 if target in mods and target != m:
                     graph[m].add(target)
@@ -85,7 +86,50 @@ def test_no_import_cycles():
         stack.pop()
     for m in graph:
         visit(m)
+    return cycles
+
+
+def test_no_import_cycles():
+    cycles = import_cycles()
     assert not cycles, cycles
+
+
+def test_a_function_local_import_cycle_is_found(tmp_path):
+    """The checker itself: a cycle closed by an import inside a function is reported."""
+    pkg = tmp_path / "bluebook"
+    pkg.mkdir()
+    (pkg / "a.py").write_text("from bluebook.b import g\n\ndef f():\n    return g()\n")
+    (pkg / "b.py").write_text("def g():\n    from bluebook.a import f\n    return f\n")
+    assert import_cycles(pkg) in (
+        [["bluebook.a", "bluebook.b", "bluebook.a"]], [["bluebook.b", "bluebook.a", "bluebook.b"]])
+
+
+def local_imports(path: Path):
+    """(line, module) of every import inside a function or class of ``path``."""
+    tree = ast.parse(path.read_text())
+    top = set(map(id, tree.body))
+    return [(n.lineno, (n.module or "") if isinstance(n, ast.ImportFrom) else n.names[0].name)
+            for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom)) and id(n) not in top]
+
+
+def test_function_local_imports_are_heavy_dependencies_with_a_reason():
+    """An import inside a function defers a heavy or optional third-party package, and says why in
+    a comment on its line or just above its group; the package's own modules and the standard
+    library are imported at the top."""
+    bad = []
+    for m, p in modules():
+        lines = p.read_text().splitlines()
+        for ln, mod in local_imports(p):
+            root = mod.split(".")[0]
+            if root == "bluebook" or root in sys.stdlib_module_names:
+                bad.append((m, ln, mod, "import at the top"))
+                continue
+            i = ln - 1                       # the group of imports this one belongs to, and the line above it
+            while i > 0 and lines[i - 1].strip().startswith(("import ", "from ", "#")):
+                i -= 1
+            if not any("#" in lines[j] for j in range(max(i - 1, 0), ln)):
+                bad.append((m, ln, mod, "say why it is deferred"))
+    assert not bad, bad
 
 
 @pytest.mark.parametrize("sub", sorted(LAYERS))

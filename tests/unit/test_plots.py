@@ -72,16 +72,43 @@ def _figures():
     yield replication.shift_distributions({"memit": [0.1, 0.2, 0.3], "memit_blue": [0.1, 0.15, 0.2]})
 
 
-def test_every_figure_is_new_and_untracked(tmp_path):
+def _drawn(fig) -> int:
+    """How many data-carrying artists the figure's axes hold (lines with points, bars, images,
+    collections, table cells)."""
+    n = 0
+    for ax in fig.axes:
+        n += sum(len(line.get_xdata()) > 0 for line in ax.get_lines())
+        n += len(ax.patches) + len(ax.images) + len(ax.collections) + len(ax.tables)
+    return n
+
+
+def test_every_figure_is_new_untracked_and_draws_something(tmp_path):
     plt.close("all")
     n = 0
     for fig in _figures():
-        assert isinstance(fig, Figure)
+        assert isinstance(fig, Figure) and fig.axes, fig
+        assert _drawn(fig) > 0, f"figure {n} draws no data"
         n += 1
     assert n == 19
     assert plt.get_fignums() == []          # nothing registered with pyplot
     path = save(locate.ie_curves({"mlp": [0.0, 1.0]}), tmp_path, "curve")
     assert path == tmp_path / "figures" / "curve.png" and path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_figures_draw_their_inputs():
+    """What is drawn is what was given: the curve's points, the bars' heights."""
+    fig = locate.ie_curves({"mlp": [0.1, 0.3, 0.2]}, highlight=[1, 2])
+    (line,) = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) == 3]
+    assert list(line.get_xdata()) == [0, 1, 2] and list(line.get_ydata()) == [0.1, 0.3, 0.2]
+    fig = blue.steps_per_layer([4, 5, 6], [3.0, 1.0, 0.0], [1.0, 0.5, 0.0], paper={"x": [2.0, 1.0]}, max_steps=5)
+    assert [b.get_height() for b in fig.axes[0].patches] == [3.0, 1.0, 0.0]
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["L4", "L5", "L6"]
+    assert [list(ln.get_ydata()) for ln in fig.axes[1].get_lines()] == [[2.0, 1.0], [3.0, 1.0, 0.0]]
+    fig = replication.perplexity_bars({"unedited": 20.0, "memit": 21.0, "memit_blue": 20.5})
+    ax = fig.axes[0]
+    assert [b.get_height() for b in ax.patches] == [20.0, 21.0, 20.5]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["unedited", "memit", "memit_blue"]
+    assert ax.get_ylim()[0] < 20.0 < 21.0 < ax.get_ylim()[1]      # every bar's top is inside the axis
 
 
 @pytest.mark.parametrize("path", sorted(PLOTS.glob("*.py")), ids=lambda p: p.name)

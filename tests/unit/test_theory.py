@@ -108,19 +108,36 @@ def test_theorem41_bounds_hold(d, m, n, lam, dist, cp, mode, s):
         th.check_bound(K, C, lam, R_star, R_L, dist, C_p=C_p).deviation * (1 - RTOL)
 
 
+def test_distributed_residual_and_weight_deviation_by_hand():
+    """``R^L / (D + 1)`` and ``‖(R* − R^L/(D+1)) Q‖`` on numbers small enough to check by hand."""
+    R_L = torch.tensor([[3.0, 6.0], [0.0, -9.0]], dtype=F64)
+    assert torch.equal(th.distributed_residual(R_L, 2), torch.tensor([[1.0, 2.0], [0.0, -3.0]], dtype=F64))
+    assert torch.equal(th.distributed_residual(R_L, 0), R_L)
+    Q = torch.tensor([[1.0, 0.0], [0.0, 2.0]], dtype=F64)            # n × m
+    R_L = torch.tensor([[3.0, 6.0]], dtype=F64)                        # its share at D = 2: [[1, 2]]
+    # R* − [[1, 2]] = [[1, 0]], times Q = [[1, 0]]; = [[0, 2]], times Q = [[0, 4]]
+    assert th.weight_deviation(torch.tensor([[2.0, 2.0]], dtype=F64), R_L, Q, 2) == pytest.approx(1.0, abs=1e-15)
+    assert th.weight_deviation(torch.tensor([[1.0, 4.0]], dtype=F64), R_L, Q, 2, ord="fro") == pytest.approx(
+        4.0, abs=1e-15)
+    assert th.weight_deviation(torch.tensor([[1.0, 2.0]], dtype=F64), R_L, Q, 2) == 0.0
+
+
 @pytest.mark.parametrize("dist", [0, 1, 2, 5, 11])
 @pytest.mark.parametrize("ord_", [2, "fro"])
 def test_zero_deviation_for_the_distributed_residual(dist, ord_):
+    """A direct residual equal to the last layer's share, written out here as ``R^L / (D + 1)``,
+    deviates by nothing; one off by a step of the divisor deviates visibly."""
     g = torch.Generator().manual_seed(100 + dist)
     d, m, n, lam = 6, 10, 4, 0.5
     K = torch.randn(m, n, generator=g, dtype=F64)
     C = _spd(m, g)
     R_L = torch.randn(d, n, generator=g, dtype=F64)
-    R_star = th.distributed_residual(R_L, dist)
+    R_star = R_L / (dist + 1)
     Q = memit_Q(K, C, lam)
     assert th.weight_deviation(R_star, R_L, Q, dist, ord=ord_) <= 1e-12
     res = th.check_bound(K, C, lam, R_star, R_L, dist, ord=ord_)
     assert res.deviation <= 1e-12 and res.holds
+    assert th.weight_deviation(R_L / (dist + 2), R_L, Q, dist, ord=ord_) > 1e-3
     # distance 0: the direct residual at L is R^L itself
     assert th.weight_deviation(R_L, R_L, Q, 0, ord=ord_) <= 1e-12
     res0 = th.check_bound(K, C, lam, R_L, R_L, 0, ord=ord_)
@@ -141,8 +158,16 @@ def test_delta_is_R_times_Q_and_matches_solvers(seed, cp):
     R_L = torch.randn(d, n, generator=g, dtype=F64)
     R_star = R_L + 0.2 * torch.randn(d, n, generator=g, dtype=F64)
     Q = memit_Q(K, C, lam, C_p)
-    for R in (R_star, R_L, th.distributed_residual(R_L, dist)):
-        torch.testing.assert_close(R @ Q, memit_delta(K, R, C, lam, C_p=C_p), rtol=1e-10, atol=1e-12)
+    # Q (and so every Δ = R Q) against a separate solve: Δ minimises λ tr(ΔCΔᵀ) + tr(ΔC_pΔᵀ) + ‖ΔK − R‖²,
+    # a least-squares problem in the rows of Δ: ‖Δ [K, √λ C^½, C_p^½] − [R, 0, 0]‖² (numpy's lstsq)
+    half = lambda A: (lambda w, V: V @ np.diag(np.sqrt(np.clip(w, 0, None))) @ V.T)(*np.linalg.eigh(A))  # noqa: E731
+    blocks = [K.numpy(), np.sqrt(lam) * half(C.numpy())] + ([half(C_p.numpy())] if cp else [])
+    A = np.concatenate(blocks, axis=1)                                  # m × (n + m [+ m])
+    for R in (R_star, R_L, R_L / (dist + 1)):
+        B = np.concatenate([R.numpy(), np.zeros((d, A.shape[1] - n))], axis=1)
+        delta = np.linalg.lstsq(A.T, B.T, rcond=None)[0].T               # d × m
+        np.testing.assert_allclose((R @ Q).numpy(), delta, rtol=1e-7, atol=1e-9)
+        np.testing.assert_allclose(memit_delta(K, R, C, lam, C_p=C_p).numpy(), delta, rtol=1e-7, atol=1e-9)
     diff = memit_delta(K, R_star, C, lam, C_p=C_p) - memit_delta(K, R_L / (dist + 1), C, lam, C_p=C_p)
     assert th.weight_deviation(R_star, R_L, Q, dist) == pytest.approx(
         float(torch.linalg.matrix_norm(diff, ord=2)), rel=1e-9)
