@@ -24,8 +24,8 @@ from torch.profiler import ProfilerActivity, profile
 
 import bluebook
 from bluebook.core.config import with_overrides
-from bluebook.core.targets import optimize_targets
 from bluebook.core.templates import context_templates
+from bluebook.editor.targets import optimize_targets
 
 #: the output head's matrix products (forward logits, backward input gradient)
 MATMULS = ("aten::mm", "aten::addmm", "aten::matmul", "aten::bmm")
