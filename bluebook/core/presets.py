@@ -10,6 +10,7 @@ KNOWN = {
     ("llama", 32, 4096): "llama3-8b",
     ("gpt2", 48, 1600): "gpt2-xl",
     ("gptj", 28, 4096): "gpt-j-6b",
+    ("gemma", 18, 640): "gemma3-270m",
 }
 
 

