@@ -8,20 +8,24 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from bluebook.core.names import read_method
 from bluebook.plots.figure import new_figure
 from bluebook.plots.replication import BASE_COLOR, BLUE_COLOR, LABELS
 
 UNEDITED_COLOR = "#b07a2a"
+DYNAMIC_COLOR = "#2a9d8f"          # BLUE with its second layer chosen per batch (beyond the paper)
 __all__ = ["metric_curves", "ability_curves", "paired_forest"]
 RULE_MARKERS = {"same cap per optimisation": ("s", "#9a9a9a"), "equal total per request": ("o", BLUE_COLOR)}
 
 
 def _bases(rows) -> list[str]:
+    """The base methods of the rows' methods, in order of appearance (``memit_blue_dynamic`` → ``memit``)."""
     out = []
     for r in rows:
-        m = r["method"]
-        b = m[:-5] if m.endswith("_blue") else m
-        if b != "unedited" and b not in out:
+        if r["method"] == "unedited":
+            continue
+        b = read_method(r["method"])[1]
+        if b not in out:
             out.append(b)
     return out
 
@@ -53,6 +57,7 @@ def metric_curves(rows: Sequence[dict], metrics: Sequence[str] = ("efficacy", "g
             ax = axes[i][j]
             _draw(ax, rows, base, metric, BASE_COLOR, "base method")
             _draw(ax, rows, f"{base}_blue", metric, BLUE_COLOR, "its BLUE variant")
+            _draw(ax, rows, f"{base}_blue_dynamic", metric, DYNAMIC_COLOR, "BLUE, second layer chosen per batch")
             if unedited:
                 _draw(ax, rows, "unedited", metric, UNEDITED_COLOR, "unedited model, same records", style="--")
             if i == 0:
@@ -80,7 +85,8 @@ def ability_curves(rows: Sequence[dict], metrics: Sequence[str], bases: Sequence
         key = f"ability:{metric}"
         base0 = [r for r in rows if r["method"] == "unedited" and r["metric"] == key]
         for base in bases:
-            for method, color in ((base, BASE_COLOR), (f"{base}_blue", BLUE_COLOR)):
+            for method, color, tag in ((base, BASE_COLOR, ""), (f"{base}_blue", BLUE_COLOR, "-BLUE"),
+                                       (f"{base}_blue_dynamic", DYNAMIC_COLOR, "-BLUE-dynamic")):
                 pts = sorted([r for r in rows if r["method"] == method and r["metric"] == key] + base0,
                              key=lambda r: r["edits"])
                 if len(pts) <= len(base0):
@@ -88,7 +94,7 @@ def ability_curves(rows: Sequence[dict], metrics: Sequence[str], bases: Sequence
                 x = [r["edits"] for r in pts]
                 style = "-" if len(bases) == 1 or base == bases[0] else ":"
                 ax.plot(x, [r["value"] for r in pts], style, marker="o", ms=3, color=color,
-                        label=LABELS.get(base, base) + ("-BLUE" if method.endswith("_blue") else ""))
+                        label=LABELS.get(base, base) + tag)
                 ax.fill_between(x, [r["low"] for r in pts], [r["high"] for r in pts], color=color, alpha=0.12,
                                 linewidth=0)
         ax.set_title(metric.replace("_", " "))

@@ -159,3 +159,19 @@ def test_paired_forest_draws_one_interval_per_pair_rule_and_metric():
     first = dict(rows[2], run="cf1", same_cap_run="cf1")
     labels = [t.get_text() for t in cplots.paired_forest([first, other]).axes[0].get_yticklabels()]
     assert labels == ["cf1: MEMIT", "cf2: MEMIT"]
+
+
+def test_metric_curves_draw_a_dynamic_variant_beside_its_base_not_as_one():
+    """``memit_blue_dynamic`` belongs to MEMIT's panel in its own colour; it is not a base method."""
+    from bluebook.plots.curves import DYNAMIC_COLOR, metric_curves
+    from bluebook.plots.replication import BASE_COLOR, BLUE_COLOR
+
+    rows = [{"method": m, "edits": e, "metric": "efficacy", "value": v + e / 100, "low": v - 1, "high": v + 1, "n": 10}
+            for m, v in (("memit", 50.0), ("memit_blue", 60.0), ("memit_blue_dynamic", 55.0)) for e in (100, 200)]
+    fig = metric_curves(rows, metrics=("efficacy",), unedited=False)
+    axes = [ax for ax in fig.axes if ax.lines]
+    assert len(axes) == 1 and axes[0].get_title() == "MEMIT"          # one panel: the base's
+    got = {line.get_label(): (line.get_color(), list(line.get_ydata())) for line in axes[0].lines}
+    assert got["base method"] == (BASE_COLOR, [51.0, 52.0])
+    assert got["its BLUE variant"] == (BLUE_COLOR, [61.0, 62.0])
+    assert got["BLUE, second layer chosen per batch"] == (DYNAMIC_COLOR, [56.0, 57.0])
