@@ -125,8 +125,8 @@ contract
 #
 # Corrupt the subject's embeddings with noise, restore a band of `window` MLP layers at the subject's
 # last token, and see how much of the correct answer comes back (notebook 02 explains it in full).
-# The band where restoring helps most is where the edit goes. A few prompts give a rough curve; the
-# measured presets use 50.
+# The band where restoring helps most is where locate-then-edit puts its critical layers. A few
+# prompts give a rough curve; the measured presets use 50.
 
 # %%
 known = locate.filter_known(model, tok, bluebook.load_counterfact(n=200), top_k=1, limit=trace_prompts)
@@ -171,8 +171,8 @@ got.texts
 got.probs
 
 # %% [markdown]
-# The probability table is what the paper's efficacy counts (the new answer more likely than the old
-# one); the text table is what a user sees.
+# The probability table is close to what CounterFact's efficacy counts (is the new answer more likely
+# than the old one?); the text table is what a user sees.
 
 # %%
 won = {m: bool(got.probs.loc[m, "p(new)"] > got.probs.loc[m, "p(true)"]) for m in got.seconds}
