@@ -9,7 +9,7 @@ from pathlib import Path
 import yaml
 
 from bluebook.experiments.scorecard import GROUPS, report_lines
-from bluebook.experiments.verdicts import recorded_comparisons
+from bluebook.experiments.verdicts import claim_name, recorded_comparisons
 from bluebook.metrics.claims import SMALL_SAMPLE
 from bluebook.runs import atomic_write_text, machine_info, source_commit, write_json
 
@@ -255,7 +255,7 @@ def recorded_index(results_root: str | Path | None = None) -> dict:
         fair = (row.get("rule") or "").startswith("equal total")
         for metric, c in row["claims"].items():
             if c.get("ours") is not None:
-                seq[f"{row['dataset']}:{row['blue']}>{row['base']}:{metric}{'_equal_total' if fair else ''}"] = c
+                seq[claim_name(row["dataset"], row["base"], metric) + ("_equal_total" if fair else "")] = c
     if seq:
         index["09_sequential_curves"] = {"metrics": {"claims": seq}}
     return index

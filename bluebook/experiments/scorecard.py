@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from bluebook.experiments.verdicts import recorded_comparisons
+from bluebook.experiments.verdicts import claim_name, recorded_comparisons
 from bluebook.metrics.claims import SMALL_SAMPLE
 
 #: the paper's argument, in order: (group, the notebooks whose own claims belong to it)
@@ -175,7 +175,7 @@ def recorded_pool(sequential_root) -> dict[str, list[Measurement]]:
         for metric, c in row["claims"].items():
             if c.get("ours") is None:
                 continue
-            key = f"{row['dataset']}:{row['blue']}>{row['base']}:{metric}"
+            key = claim_name(row["dataset"], row["base"], metric)
             pool.setdefault(key, []).append(Measurement(key, f"09 {row['run']}", c, budget))
     return pool
 

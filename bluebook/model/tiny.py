@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
+from bluebook.model.loading import tiny_tokenizer
+
 #: ``config.model_type`` -> the keyword arguments of a small config of that family (vocabulary,
 #: width and depth are filled in by :func:`tiny_family`).
 FAMILY_CONFIGS: dict[str, dict] = {
@@ -42,3 +44,13 @@ def tiny_family(model_type: str, *, vocab_size: int = 2048, d: int = 64, n_layer
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **kw))
     model.eval()
     return model
+
+
+def tiny_family_with_tokenizer(model_type: str, *, n_layers: int = 4, seed: int = 0):
+    """``(model, tok)``: :func:`tiny_family` sized to the shipped tiny tokenizer, which prepends a BOS
+    token for the Gemma families (as Gemma's own tokenizer does)."""
+    tok = tiny_tokenizer(add_bos=model_type.startswith("gemma"))
+    model = tiny_family(model_type, vocab_size=len(tok), n_layers=n_layers, seed=seed, bos_token_id=tok.bos_token_id,
+                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    return model, tok
+

@@ -42,15 +42,12 @@ def second_moments(model, layers, input_ids, attention_mask=None):
 def family_model(family, n_layers=5):
     """``(model, tok)``: a shipped tiny model (``"tiny-gpt2"``, ...) or a small random model of a
     ``config.model_type`` (``"mistral"``, ``"gemma3_text"``, ...) with the shipped tiny tokenizer."""
-    from bluebook.model.loading import tiny_model, tiny_tokenizer
-    from bluebook.model.tiny import tiny_family
+    from bluebook.model.loading import tiny_model
+    from bluebook.model.tiny import tiny_family_with_tokenizer
 
     if family.startswith("tiny-"):
         return tiny_model(family, n_layers=n_layers)
-    tok = tiny_tokenizer(add_bos=family.startswith("gemma"))
-    model = tiny_family(family, vocab_size=len(tok), n_layers=n_layers, bos_token_id=tok.bos_token_id,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    return model, tok
+    return tiny_family_with_tokenizer(family, n_layers=n_layers)
 
 
 def random_token_moments(model, layers, n_seq=8, n_tok=64, seed=0):

@@ -19,16 +19,14 @@ import bluebook
 from bluebook.model import specs
 from bluebook.model.contract import write_space_error
 from bluebook.model.loading import tiny_tokenizer
-from bluebook.model.tiny import FAMILY_CONFIGS, tiny_family
+from bluebook.model.tiny import FAMILY_CONFIGS, tiny_family, tiny_family_with_tokenizer
 
 POST_NORM = ("gemma2", "gemma3_text")
 
 
 def _model(model_type, n_layers=4):
-    tok = tiny_tokenizer(add_bos=model_type.startswith("gemma"))
-    model = tiny_family(model_type, vocab_size=len(tok), n_layers=n_layers, bos_token_id=tok.bos_token_id,
-                        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id).double()
-    return model, tok
+    model, tok = tiny_family_with_tokenizer(model_type, n_layers=n_layers)
+    return model.double(), tok
 
 
 def _moved(model, layer, module, seed=0):
