@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from bluebook.model.device import model_device
+from bluebook.model.device import eval_mode, model_device
 from bluebook.model.hooks import Trace
 from bluebook.model.specs import check_layers, proj_weight, spec_for
 from bluebook.model.weights import patched_weights
@@ -43,7 +43,8 @@ def write_space_error(model, layer: int, *, space: str | None = None, n_tokens: 
     space = space or spec.out_name(layer)
     proj = spec.proj_name(layer)
     ids = _probe_ids(model, n_tokens)
-    with Trace(model, [proj], inputs=True, outputs=False) as tin, Trace(model, [space], stop_after=space) as t0:
+    with eval_mode(model), Trace(model, [proj], inputs=True, outputs=False) as tin, \
+            Trace(model, [space], stop_after=space) as t0:       # dropout off: both passes must be the same
         t0.run(model.base_model, input_ids=ids)
     k = tin.inputs[proj][0, -1].double().cpu()
     y0 = t0.outputs[space][0, -1].double().cpu()
@@ -51,7 +52,7 @@ def write_space_error(model, layer: int, *, space: str | None = None, n_tokens: 
     r = torch.randn(y0.shape[0], generator=gen, dtype=torch.float64)
     r = r * (y0.norm().clamp_min(1.0) / r.norm())
     delta = torch.outer(r, k) / (k @ k)                       # (d, m): Δk = r
-    with patched_weights(model, {layer: delta}):
+    with patched_weights(model, {layer: delta}), eval_mode(model):
         with Trace(model, [space], stop_after=space) as t1:
             t1.run(model.base_model, input_ids=ids)
         y1 = t1.outputs[space][0, -1].double().cpu()

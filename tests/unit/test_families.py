@@ -194,3 +194,15 @@ def test_tokenizer_padding_side_and_pad_token_do_not_change_the_edit():
         got = run(t)
         for l in ref.deltas:
             assert torch.equal(got.deltas[l], ref.deltas[l])
+
+
+def test_the_contract_check_holds_for_a_model_left_in_training_mode():
+    """Dropout would make the two passes differ; the check runs with it off and leaves the mode as it was."""
+    model, _ = _model("gpt2")
+    model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = 0.5
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.5
+    model.train()
+    assert write_space_error(model, 2) < 1e-12
+    assert model.training
